@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 TARBALL = "cipo_jax.tar.gz"
 # Never shipped: local environments, caches and run outputs (the workers build their own).
 EXCLUDE = {".git", ".venv", ".jax_cache", "runs", "__pycache__", ".pytest_cache", "node_modules"}
+# Checkpoints are downloaded on each worker (e.g. `hf download`), not pushed through scp.
+WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".pt", ".pth")
 
 # setting -> (flag, environment variable, what it is)
 SETTINGS = {
@@ -126,9 +128,10 @@ COMMANDS = {"create": cmd_create, "setup": cmd_setup, "run": cmd_run, "logs": cm
 
 
 def make_tarball(dest: Path) -> Path:
-    """Pack the working tree (uncommitted edits included) minus EXCLUDE into dest."""
+    """Pack the working tree (uncommitted edits included) minus EXCLUDE and weight files into dest."""
     def keep(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-        return None if set(Path(info.name).parts) & EXCLUDE else info
+        skip = set(Path(info.name).parts) & EXCLUDE or info.name.endswith(WEIGHT_SUFFIXES)
+        return None if skip else info
 
     with tarfile.open(dest, "w:gz") as tar:
         for child in sorted(REPO.iterdir()):
