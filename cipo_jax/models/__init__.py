@@ -1,0 +1,6 @@
+"""Flax NNX decoder family (Llama, Qwen2, Qwen3, SmolLM2) and its HF / GGUF weight I/O."""
+
+from cipo_jax.models.config import DecoderConfig, WeightError, tiny_config
+from cipo_jax.models.decoder import Decoder, KVCache, init_model
+
+__all__ = ["Decoder", "DecoderConfig", "KVCache", "WeightError", "init_model", "tiny_config"]

@@ -1,0 +1,195 @@
+"""The decoder: token embedding, L pre-norm layers scanned over stacked weights, final norm, LM head.
+
+Layer weights are stacked on a leading "layers" axis and the layer function is run by
+`lax.scan`, so compile time does not grow with depth and `remat` wraps exactly one layer.
+Every parameter is float32 and carries `logical_axes` metadata for `cipo_jax.sharding`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array, Bool, Float, Int
+
+from cipo_jax.models.config import DecoderConfig
+from cipo_jax.models.layers import apply_rope, attention, rms_norm, rope_inv_freq, swiglu
+from cipo_jax.sharding import constrain
+
+_INIT_STD = 0.02  # transformers' initializer_range
+
+_REMAT_POLICY = {
+    "full": None,  # save only the layer input; recompute everything else
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # keep weight matmuls
+}
+
+
+@flax.struct.dataclass
+class KVCache:
+    """Keys and values of every layer: [L, B, S, K, D] in the compute dtype."""
+
+    k: Float[Array, "L B S K D"]
+    v: Float[Array, "L B S K D"]
+
+    logical_axes = ("layers", "act_batch", "act_len", "act_kv_heads", None)
+
+
+def _param(value: jax.Array, *axes: Optional[str]) -> nnx.Param:
+    return nnx.Param(value, logical_axes=axes)
+
+
+class Blocks(nnx.Module):
+    """The weights of all L layers, stacked on axis 0."""
+
+    def __init__(self, c: DecoderConfig, rngs: nnx.Rngs):
+        n, e, h, k, d, f = c.num_layers, c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size
+
+        def weight(shape, axes):
+            return _param(_INIT_STD * jax.random.normal(rngs.params(), (n, *shape), jnp.float32), "layers", *axes)
+
+        def const(value, shape, axes):
+            return _param(jnp.full((n, *shape), value, jnp.float32), "layers", *axes)
+
+        self.attn_norm = const(1.0, (e,), ("norm",))
+        self.q = weight((e, h, d), ("embed", "heads", "head_dim"))
+        self.k = weight((e, k, d), ("embed", "kv_heads", "head_dim"))
+        self.v = weight((e, k, d), ("embed", "kv_heads", "head_dim"))
+        self.o = weight((h, d, e), ("heads", "head_dim", "embed"))
+        if c.qkv_bias:
+            self.q_bias = const(0.0, (h, d), ("heads", "head_dim"))
+            self.k_bias = const(0.0, (k, d), ("kv_heads", "head_dim"))
+            self.v_bias = const(0.0, (k, d), ("kv_heads", "head_dim"))
+        if c.qk_norm:
+            self.q_norm = const(1.0, (d,), ("norm",))
+            self.k_norm = const(1.0, (d,), ("norm",))
+        self.mlp_norm = const(1.0, (e,), ("norm",))
+        self.gate = weight((e, f), ("embed", "mlp"))
+        self.up = weight((e, f), ("embed", "mlp"))
+        self.down = weight((f, e), ("mlp", "embed"))
+
+    def arrays(self) -> dict[str, jax.Array]:
+        return {name: var[...] for name, var in vars(self).items() if isinstance(var, nnx.Param)}
+
+
+def _layer(
+    c: DecoderConfig,
+    inv_freq: Float[Array, "D2"],
+    p: dict[str, jax.Array],
+    x: Float[Array, "B T E"],
+    positions: Int[Array, "B T"],
+    mask: Bool[Array, "B T S"],
+    kv: Optional[tuple[jax.Array, jax.Array]],
+    cache_index: Int[Array, ""],
+):
+    """One pre-norm layer. With `kv` (this layer's cache [B, S, K, D] pair) the new keys and
+    values are written at `cache_index` and attention reads the whole cache."""
+    dtype = jnp.dtype(c.dtype)
+
+    def w(name):
+        return p[name].astype(dtype)
+
+    h = rms_norm(x, p["attn_norm"], c.rms_norm_eps)
+    q = jnp.einsum("bte,ehd->bthd", h, w("q"))
+    k = jnp.einsum("bte,ekd->btkd", h, w("k"))
+    v = jnp.einsum("bte,ekd->btkd", h, w("v"))
+    if c.qkv_bias:
+        q, k, v = q + w("q_bias"), k + w("k_bias"), v + w("v_bias")
+    if c.qk_norm:
+        q, k = rms_norm(q, p["q_norm"], c.rms_norm_eps), rms_norm(k, p["k_norm"], c.rms_norm_eps)
+    q = constrain(apply_rope(q, positions, inv_freq), ("act_batch", "act_len", "act_heads", None))
+    k = constrain(apply_rope(k, positions, inv_freq), ("act_batch", "act_len", "act_kv_heads", None))
+    if kv is None:
+        keys, values, new_kv = k, v, None
+    else:
+        start = (0, cache_index, 0, 0)
+        keys = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), start)
+        values = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), start)
+        new_kv = (keys, values)
+    out = attention(q, keys.astype(dtype), values.astype(dtype), mask)
+    x = x + jnp.einsum("bthd,hde->bte", out, w("o"))
+    h = rms_norm(x, p["mlp_norm"], c.rms_norm_eps)
+    x = x + swiglu(h, w("gate"), w("up"), w("down"))
+    return constrain(x, ("act_batch", "act_len", "act_embed")), new_kv
+
+
+class Decoder(nnx.Module):
+    """Llama / Qwen2 / Qwen3 / SmolLM2 causal decoder.
+
+    `model(tokens)` -> float32 logits [B, T, V] (positions 0..T-1, causal).
+    `model(tokens, positions=, cache=, cache_index=, kv_mask=)` -> (logits, new_cache): the T
+    tokens' keys/values go to slots [cache_index, cache_index + T) of every row and query t of
+    row b sees slot s iff kv_mask[b, s] and s <= cache_index + t. Without a cache, kv_mask
+    [B, T] (optional) hides padding keys in the plain causal forward.
+    """
+
+    def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs):
+        self.config = config
+        v, e = config.vocab_size, config.hidden_size
+        self.embed = _param(_INIT_STD * jax.random.normal(rngs.params(), (v, e), jnp.float32), "vocab", "embed")
+        self.layers = Blocks(config, rngs)
+        self.final_norm = _param(jnp.ones((e,), jnp.float32), "norm")
+        if not config.tie_embeddings:
+            self.lm_head = _param(_INIT_STD * jax.random.normal(rngs.params(), (e, v), jnp.float32), "embed", "vocab")
+        # Where the weights came from ("hf", dir) / ("gguf", file): save_hf copies the tokenizer.
+        self.source: Optional[tuple[str, str]] = None
+
+    def __call__(
+        self,
+        tokens: Int[Array, "B T"],
+        *,
+        positions: Optional[Int[Array, "B T"]] = None,
+        cache: Optional[KVCache] = None,
+        cache_index: Any = None,
+        kv_mask: Optional[Bool[Array, "B S"]] = None,
+    ):
+        c = self.config
+        dtype = jnp.dtype(c.dtype)
+        b, t = tokens.shape
+        cache_index = jnp.asarray(0 if cache_index is None else cache_index, jnp.int32)
+        offsets = jnp.arange(t, dtype=jnp.int32)
+        if positions is None:
+            positions = jnp.broadcast_to(cache_index + offsets, (b, t))
+        if cache is None:
+            mask = jnp.broadcast_to(offsets[None, :, None] >= offsets[None, None, :], (b, t, t))
+            slots = None
+        else:
+            s = cache.k.shape[2]
+            mask = jnp.broadcast_to(jnp.arange(s)[None, None, :] <= cache_index + offsets[None, :, None], (b, t, s))
+            slots = (cache.k, cache.v)
+        if kv_mask is not None:
+            mask = mask & kv_mask[:, None, :]
+
+        x = constrain(jnp.take(self.embed[...], tokens, axis=0).astype(dtype), ("act_batch", "act_len", "act_embed"))
+        inv_freq = jnp.asarray(rope_inv_freq(c))
+
+        def body(x, layer):
+            params, kv = layer
+            return _layer(c, inv_freq, params, x, positions, mask, kv, cache_index)
+
+        if c.remat != "none":
+            body = jax.checkpoint(body, policy=_REMAT_POLICY[c.remat], prevent_cse=False)
+        x, new_slots = jax.lax.scan(body, x, (self.layers.arrays(), slots))
+
+        h = rms_norm(x, self.final_norm[...], c.rms_norm_eps)
+        if c.tie_embeddings:
+            logits = jnp.einsum("bte,ve->btv", h, self.embed[...].astype(dtype), preferred_element_type=jnp.float32)
+        else:
+            logits = jnp.einsum("bte,ev->btv", h, self.lm_head[...].astype(dtype), preferred_element_type=jnp.float32)
+        logits = constrain(logits, ("act_batch", "act_len", "act_vocab"))
+        if cache is None:
+            return logits
+        return logits, KVCache(k=new_slots[0], v=new_slots[1])
+
+    def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> KVCache:
+        c = self.config
+        shape = (c.num_layers, batch, max_len, c.num_kv_heads, c.head_dim)
+        zeros = jnp.zeros(shape, jnp.dtype(dtype or c.dtype))
+        return KVCache(k=zeros, v=zeros)
+
+
+def init_model(config: DecoderConfig, seed: int = 0) -> Decoder:
+    """A randomly initialised decoder (normal(0.02) weights, unit norms, zero biases)."""
+    return Decoder(config, rngs=nnx.Rngs(seed))
