@@ -1,0 +1,53 @@
+"""The correction turn (CIPO.md step 5): c = T(x, y), built in one place for training and evaluation.
+
+Chat tasks (or any task rendered with chat=True) get a second user turn:
+
+    [*original messages, {"role": "assistant", "content": attempt}, {"role": "user", "content": template}]
+
+Plain-text tasks get the attempt appended to the prompt, the template on its own line, and the
+original prompt again as the cue, so the corrected answer has the same form as a first answer:
+
+    "Q: 7+32 = 38\\nReview your previous solution. ...\\nQ: 7+32 ="
+
+`render_prompt` / `render_correction` return token ids ready for the sampler (generation prompt
+included). The attempt is the decoded completion without its EOS token.
+"""
+
+from __future__ import annotations
+
+from cipo_jax.data.tasks import Task
+from cipo_jax.data.tokenizer import Tokenizer
+
+
+def task_messages(task: Task) -> list[dict[str, str]]:
+    """The task as chat messages: its own, or its plain prompt as one user turn."""
+    if task.messages is not None:
+        return [dict(m) for m in task.messages]
+    return [{"role": "user", "content": task.prompt}]
+
+
+def correction_messages(task: Task, attempt: str, template: str) -> list[dict[str, str]]:
+    return [*task_messages(task), {"role": "assistant", "content": attempt}, {"role": "user", "content": template}]
+
+
+def correction_prompt_text(task: Task, attempt: str, template: str) -> str:
+    return f"{_plain_prompt(task)}{attempt}\n{template}\n{task.prompt}"
+
+
+def _plain_prompt(task: Task) -> str:
+    if task.prompt is None:
+        raise ValueError(f"task {task.id!r} is given as chat messages; render it with chat=True")
+    return task.prompt
+
+
+def render_prompt(task: Task, tokenizer: Tokenizer, *, chat: bool) -> list[int]:
+    if chat:
+        return tokenizer.encode(tokenizer.apply_chat_template(task_messages(task), add_generation_prompt=True))
+    return tokenizer.encode(_plain_prompt(task), add_bos=tokenizer.add_bos)
+
+
+def render_correction(task: Task, attempt_text: str, tokenizer: Tokenizer, *, chat: bool, template: str) -> list[int]:
+    if chat:
+        messages = correction_messages(task, attempt_text, template)
+        return tokenizer.encode(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
+    return tokenizer.encode(correction_prompt_text(task, attempt_text, template), add_bos=tokenizer.add_bos)
