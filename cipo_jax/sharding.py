@@ -107,7 +107,7 @@ def state_shardings(state: nnx.State, mesh: Mesh) -> nnx.State:
 
     def one(var):
         axes = var.get_metadata().get("logical_axes")
-        shape = var[...].shape
+        shape = var.shape
         spec = PartitionSpec() if axes is None else logical_to_mesh(axes, shape, dict(mesh.shape))
         return NamedSharding(mesh, spec)
 

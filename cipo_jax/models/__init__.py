@@ -2,5 +2,6 @@
 
 from cipo_jax.models.config import DecoderConfig, WeightError, tiny_config
 from cipo_jax.models.decoder import Decoder, KVCache, init_model
+from cipo_jax.models.hf import load_hf, save_hf
 
-__all__ = ["Decoder", "DecoderConfig", "KVCache", "WeightError", "init_model", "tiny_config"]
+__all__ = ["Decoder", "DecoderConfig", "KVCache", "WeightError", "init_model", "load_hf", "save_hf", "tiny_config"]
