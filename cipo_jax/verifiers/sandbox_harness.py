@@ -1,0 +1,246 @@
+"""Child side of the code sandbox: run `python -I -S -B sandbox_harness.py` (see `code.py`).
+
+Protocol. stdin carries one header line `nonce<TAB>box dir<TAB>verdict fd<TAB>cpu s<TAB>memory MB
+<TAB>file MB<TAB>program bytes<TAB>tests bytes` followed by the program and the tests (UTF-8).
+The harness reads it all, then runs the program and the tests in the same process, and writes
+`OK <nonce>` to the verdict fd only after the tests returned normally. The parent trusts nothing
+else: any other exit, any output without the nonce, is a failure.
+
+Why the verdict cannot be forged from user code (threat model: arbitrary Python in this process):
+- the nonce exists only in locals of `_main`; an audit hook (irremovable) denies every way to
+  reach another frame or object: sys._getframe, frame/traceback/generator attributes, gc
+  introspection, tracing/profiling, ctypes and /proc/<pid>/mem;
+- the success message is built before user code runs and sent with a private copy of os.write;
+- the tests run in their own namespace with a private copy of the builtins taken before the
+  program ran, so patching `builtins` or catching AssertionError in the program changes nothing;
+- early exits (os._exit, sys.exit, SystemExit, signals) end the process without the message.
+The same hook turns forbidden operations into PermissionError (an OSError) inside the program.
+"""
+
+import builtins
+import os
+import resource
+import signal
+import sys
+
+
+def _main():
+    # Private references taken before any user code can patch the modules they live in.
+    write, exit_, read, close, dup2 = os.write, os._exit, os.read, os.close, os.dup2
+    run, compile_ = exec, compile
+    base_exc, perm_error = BaseException, PermissionError
+    to_str, is_inst, bytes_t, int_t, tuple_t = str, isinstance, bytes, int, tuple
+    dict_t, type_t, len_, value_error = dict, type, len, ValueError
+    lstat, readlink, getcwd = os.lstat, os.readlink, os.getcwd
+    flushes = (sys.stdout.flush, sys.stderr.flush)  # os._exit below skips interpreter flushing
+
+    def flush():
+        for f in flushes:
+            try:
+                f()
+            except base_exc:
+                pass
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+
+    chunks = []
+    while True:
+        chunk = read(0, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    del chunks
+    header, _, body = data.partition(b"\n")
+    nonce, box, vfd, cpu_s, mem_mb, file_mb, n_prog, n_tests = header.decode().split("\t")
+    vfd, n_prog, n_tests = int(vfd), int(n_prog), int(n_tests)
+    program = body[:n_prog].decode("utf-8", "replace")
+    tests = body[n_prog:n_prog + n_tests].decode("utf-8", "replace")
+    ok_msg = ("OK " + nonce + "\n").encode()
+    fail_prefix = "FAIL " + nonce + " "
+    del nonce, data, body, header
+
+    def report_fail(kind, exc):
+        flush()
+        try:
+            name = type_t(exc).__name__
+        except base_exc:
+            name = "?"
+        try:
+            write(vfd, (fail_prefix + kind + " " + to_str(name) + "\n").encode())
+        except base_exc:
+            pass
+        exit_(1)
+
+    devnull = os.open(os.devnull, os.O_RDWR)
+    dup2(devnull, 0)
+    close(devnull)
+    os.environ.clear()
+    box = os.path.realpath(box)
+    os.chdir(box)
+    mb = 1 << 20
+    limits = [(resource.RLIMIT_CPU, int(cpu_s), int(cpu_s) + 1),
+              (resource.RLIMIT_AS, int(mem_mb) * mb, int(mem_mb) * mb),
+              (resource.RLIMIT_FSIZE, int(file_mb) * mb, int(file_mb) * mb),
+              (resource.RLIMIT_CORE, 0, 0),
+              (resource.RLIMIT_NOFILE, 256, 256),
+              (resource.RLIMIT_NPROC, 64, 64)]  # root ignores NPROC; the pids cgroup and hook hold
+    for which, soft, hard in limits:
+        resource.setrlimit(which, (soft, hard))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversize writes raise OSError, not kill
+
+    def realpath(path):
+        """Resolve symlinks with private C-level calls only (os.path is patchable by user code)."""
+        if is_inst(path, bytes_t):
+            path = path.decode("utf-8", "surrogateescape")
+        if not path.startswith("/"):
+            path = getcwd() + "/" + path
+        parts, out, hops = path.split("/"), [], 0
+        while parts:
+            part = parts.pop(0)
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if out:
+                    out.pop()
+                continue
+            candidate = "/" + "/".join(out + [part])
+            try:
+                is_link = (lstat(candidate).st_mode & 0o170000) == 0o120000
+            except base_exc:
+                is_link = False
+            if is_link and hops < 40:
+                hops += 1
+                target = readlink(candidate)
+                if target.startswith("/"):
+                    out = []
+                parts = target.split("/") + parts
+            else:
+                out.append(part)
+        return "/" + "/".join(out)
+
+    def inside_box(path):
+        p = realpath(path)
+        return p == box or p.startswith(box + "/")
+
+    def readable(path):
+        p = realpath(path)
+        if p.startswith("/proc/"):
+            head = p.split("/")[2]
+            return not (head.isdigit() or head in ("self", "thread-self", "kcore", "kmem", "mem"))
+        if p.startswith("/dev/"):
+            return p in ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom")
+        return True
+
+    denied_events = frozenset((
+        "os.system", "os.exec", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn",
+        "subprocess.Popen", "pty.spawn", "os.kill", "os.killpg", "signal.pthread_kill",
+        "socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo",
+        "socket.gethostbyname", "socket.gethostbyaddr", "socket.sendto", "socket.sendmsg",
+        "sys._current_frames", "sys._current_exceptions", "sys.settrace",
+        "sys.setprofile", "object.__getattr__", "gc.get_objects", "gc.get_referrers",
+        "gc.get_referents", "resource.setrlimit", "resource.prlimit", "ctypes.dlopen",
+        "ctypes.dlsym", "ctypes.call_function", "ctypes.cdata", "ctypes.string_at",
+        "ctypes.addressof", "os.chroot", "os.setxattr", "os.removexattr", "os.chflags",
+        "os.lchflags", "os.mknod", "os.mkfifo", "cpython.PyInterpreterState_New",
+    ))
+    denied_modules = frozenset(("ctypes", "_ctypes", "_posixsubprocess", "cffi", "_cffi_backend",
+                                "_xxsubinterpreters", "_lsprof", "_tracemalloc", "faulthandler"))
+    # event -> positions of path arguments that must resolve inside the box
+    path_events = {"os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1),
+                   "os.link": (0, 1), "os.symlink": (1,), "os.chmod": (0,), "os.chown": (0,),
+                   "os.utime": (0,), "os.truncate": (0,), "shutil.rmtree": (0,)}
+    dir_fd_pos = {"os.remove": 1, "os.rmdir": 1, "os.mkdir": 2, "os.rename": (2, 3),
+                  "os.link": (2, 3), "os.symlink": 2, "os.chmod": 2, "os.chown": 3, "os.utime": 3}
+
+    def deny(event):
+        raise perm_error("sandbox: " + event + " is not allowed")
+
+    def hook(event, args):
+        if event == "sys._getframe":
+            # ValueError ("stack not deep enough") keeps namedtuple/enum/warnings working.
+            raise value_error("sandbox: sys._getframe is not allowed")
+        if event in denied_events:
+            deny(event)
+        if event == "import":
+            if args[0] in denied_modules or args[0].split(".")[0] in denied_modules:
+                deny("import " + args[0])
+            return
+        if event == "open":
+            path, mode, flags = args[0], args[1], args[2]
+            if is_inst(path, int_t) or path is None:
+                return
+            if is_inst(flags, int_t):
+                writing = (flags & write_flags) != 0
+            else:
+                writing = mode is not None and (("w" in mode) or ("a" in mode) or ("x" in mode)
+                                                or ("+" in mode))
+            if writing:
+                if mode is None and not (to_str(path) if not is_inst(path, bytes_t) else
+                                         path.decode("utf-8", "replace")).startswith("/"):
+                    deny("os.open for writing with a relative path")  # dir_fd is not audited
+                if not inside_box(path) and realpath(path) != "/dev/null":
+                    deny("writing " + to_str(path))
+            elif not readable(path):
+                deny("reading " + to_str(path))
+            return
+        if event == "object.__setattr__" and args[1] in ("__code__", "__globals__", "__closure__"):
+            deny(event)
+        positions = path_events.get(event)
+        if positions is not None:
+            fds = dir_fd_pos.get(event, ())
+            for pos in (fds if is_inst(fds, tuple_t) else (fds,)):
+                if pos < len_(args) and args[pos] not in (None, -1):
+                    deny(event + " with dir_fd")
+            for pos in positions:
+                path = args[pos]
+                if is_inst(path, int_t):
+                    if event in ("os.chmod", "os.chown", "os.utime"):
+                        deny(event + " on a file descriptor")
+                    continue
+                if not inside_box(path):
+                    deny(event + " " + to_str(path))
+
+    # Modules the tests commonly use: imported now, restored after the program ran.
+    import collections, fractions, functools, heapq, itertools, math, re, string  # noqa: E401
+    guarded = {m: (sys.modules[m], dict(sys.modules[m].__dict__))
+               for m in ("math", "re", "string", "collections", "itertools", "functools", "heapq",
+                         "fractions", "builtins")}
+    builtins_copy = dict(builtins.__dict__)
+    modules_dict = sys.modules
+
+    try:
+        program_code = compile_(program, "<program>", "exec")
+    except base_exc as exc:
+        report_fail("error", exc)
+    try:
+        tests_code = compile_(tests, "<tests>", "exec")
+    except base_exc as exc:
+        report_fail("error", exc)
+    del program, tests
+    sys.addaudithook(hook)
+
+    namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
+    try:
+        run(program_code, namespace)
+    except base_exc as exc:
+        report_fail("error", exc)
+
+    for name, (module, saved) in guarded.items():
+        modules_dict[name] = module
+        module.__dict__.clear()
+        module.__dict__.update(saved)
+    test_namespace = dict_t(namespace)
+    test_namespace["__builtins__"] = dict_t(builtins_copy)
+    try:
+        run(tests_code, test_namespace)
+    except base_exc as exc:
+        report_fail("failed", exc)
+    flush()
+    try:
+        write(vfd, ok_msg)
+    except base_exc:
+        exit_(1)
+    exit_(0)
+
+
+_main()
