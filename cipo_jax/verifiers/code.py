@@ -49,7 +49,9 @@ set -e
 [ -n "$4" ] && echo $$ > "$4/cgroup.procs"
 if [ "$5" = 1 ]; then
   mount -t tmpfs -o size={box}m,mode=700 tmpfs "$1"
-  while read -r _ m _ _; do [ "$m" = "$1" ] || mount -o remount,bind,ro "$m" 2>/dev/null || true
+  while read -r _ m t o _; do
+    case "$t,$o" in cgroup*|devpts*|mqueue*|*,ro,*|*,ro) continue;; esac
+    [ "$m" = "$1" ] || mount -o remount,bind,ro "$m" 2>/dev/null || true
   done < /proc/self/mounts
 fi
 set +e

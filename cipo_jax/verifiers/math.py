@@ -1,0 +1,52 @@
+"""Math answers: extract the final answer, check equivalence with math-verify.
+
+`check` runs in the calling process with math-verify's own timers off (they use signal.alarm,
+which only works in a main thread); `verify` / `verify_batch` run it in the shared worker pool,
+which enforces one wall-clock deadline per item by replacing a worker that overruns.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from cipo_jax.verifiers.extract import final_answer
+
+
+def _parse(text: str):
+    from math_verify import parse
+
+    return parse(f"${text}$", parsing_timeout=None)
+
+
+def check(response: str, answer: str, *, boxed: bool = True, answer_phrase: bool = True) -> bool:
+    """In-process check: the response's final answer (see `extract.final_answer`) equals
+    `answer` by math-verify (fractions, decimals, percent, sets, intervals, algebra)."""
+    from math_verify import verify as mv_verify
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns on every untimed call
+    predicted = final_answer(response, boxed=boxed, answer_phrase=answer_phrase)
+    if predicted is None:
+        return False
+    gold = _parse(answer.strip())
+    if not gold:
+        raise ValueError(f"reference answer {answer!r} does not parse")
+    target = _parse(predicted)
+    return bool(target) and bool(mv_verify(gold, target, timeout_seconds=None))
+
+
+def verify_batch(responses: list[str], answers: list[str], *, timeout_s: float = 5.0,
+                 with_status: bool = False) -> list:
+    """Check many pairs in the shared worker pool. Returns bools, or `Verdict`s (reward and
+    status: ok / failed / timeout / error / crashed) when `with_status`."""
+    from cipo_jax.verifiers.pool import shared_pool
+
+    if len(responses) != len(answers):
+        raise ValueError(f"responses and answers differ in length: {len(responses)} vs {len(answers)}")
+    verdicts = shared_pool().score_batch([("math", r, a, None) for r, a in zip(responses, answers)],
+                                         timeout_s=timeout_s)
+    return verdicts if with_status else [v.reward > 0 for v in verdicts]
+
+
+def verify(response: str, answer: str, *, timeout_s: float = 5.0) -> bool:
+    """True iff the response's final answer is equivalent to `answer` (within `timeout_s`)."""
+    return verify_batch([response], [answer], timeout_s=timeout_s)[0]
