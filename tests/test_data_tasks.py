@@ -141,3 +141,17 @@ def test_arith_bad_options():
 )
 def test_final_integer(text, expected):
     assert final_integer(text) == expected
+
+
+def test_reference_responses_pass_the_project_verifiers():
+    """The formats agree with cipo_jax.verifiers: each loader's reference solution scores 1."""
+    from cipo_jax.verifiers.table import lookup
+
+    for spec in ("arith", "arith:cot=1,ops=+-*", "gym:chain_sum", "gym:countdown", "champ"):
+        tasks = load_tasks(spec, size=12, seed=1)
+        assert all(lookup(t.verifier)(t.response, t.reference, t.meta).reward == 1.0 for t in tasks), spec
+        wrong = [lookup(t.verifier)("Answer: 123456789", t.reference, t.meta).reward for t in tasks]
+        assert max(wrong) < 1.0, spec
+    for task in load_tasks("humaneval", size=2, seed=1):
+        verdict = lookup("code")(task.meta["code_prefix"] + task.response, task.reference, task.meta)
+        assert verdict.reward == 1.0, verdict

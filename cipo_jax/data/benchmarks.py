@@ -37,7 +37,8 @@ def humaneval_tasks() -> list[Task]:
 
 def champ_tasks() -> list[Task]:
     """The 270 CHAMP problems with their final answers; response is the reference solution's
-    steps followed by the boxed answer."""
+    steps followed by the boxed answer. meta stays empty: the math verifier reads it as options
+    (the category is in the id, e.g. "P_Combinatorics_1")."""
     import champ_dataset
 
     tasks = []
@@ -50,7 +51,7 @@ def champ_tasks() -> list[Task]:
                 messages=None,
                 reference=problem.answer,
                 verifier="math",
-                meta={"category": problem.category},
+                meta={},
                 response=f"{steps}\nThe final answer is $\\boxed{{{problem.answer}}}$.".lstrip("\n"),
             )
         )

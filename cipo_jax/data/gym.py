@@ -1,8 +1,8 @@
 """reasoning-gym procedural tasks, scored by the generator's own `score_answer`.
 
-meta = {"dataset": name, "entry": entry}, the entry made JSON-plain (its metadata holds tuples,
-which become lists); the gym verifier calls
-`reasoning_gym.get_score_answer_fn(meta["dataset"])(answer, meta["entry"])`.
+meta = {"task": name, "entry": entry}, the entry made JSON-plain (its metadata holds tuples,
+which become lists); the gym verifier (cipo_jax/verifiers/gym.py) calls
+`reasoning_gym.get_score_answer_fn(meta["task"])(answer, meta["entry"])`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def gym_tasks(name: str, size: int, seed: int = 0, split: str = "train") -> list
                 messages=None,
                 reference=str(entry["answer"]),
                 verifier="gym",
-                meta={"dataset": name, "entry": entry},
+                meta={"task": name, "entry": entry},
                 response=str(entry["answer"]),
             )
         )
