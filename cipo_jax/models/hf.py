@@ -87,6 +87,6 @@ def save_hf(model: Decoder, path) -> None:
             if (Path(where) / name).is_file():
                 shutil.copy2(Path(where) / name, path / name)
     elif kind == "gguf":
-        from cipo_jax.models.gguf import load_gguf_tokenizer
+        from cipo_jax.models.gguf import write_hf_tokenizer
 
-        load_gguf_tokenizer(where).save_hf(path)
+        write_hf_tokenizer(where, path)
