@@ -1,0 +1,62 @@
+"""Pack variable-length (prompt, completion) rows into the padded arrays the loss reads.
+
+Layout (right padding, positions 0..T-1 per row): `tokens[n]` = prompt + completion;
+`completion_mask[n, t]` = 1 where token t is a generated token that the loss counts;
+`old_logp[n, t]` = the sampler's log-prob of that token. Lengths are rounded up to buckets so the
+jitted step compiles once per bucket, not once per batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Row:
+    prompt: list[int]
+    completion: list[int]
+    logprobs: list[float]
+    advantage: float = 0.0
+    stream: int = 0  # 0 = original rollout, 1 = correction
+    nll_weight: float = 0.0  # 1 for a successful correction of a failed source
+    counted: bool = True  # False drops the row from every loss term (e.g. overlong filtering)
+
+
+def round_up(x: int, multiple: int) -> int:
+    return max(multiple, -(-x // multiple) * multiple)
+
+
+def pack_rows(rows: list[Row], *, row_multiple: int = 1, len_multiple: int = 32,
+              max_len: int | None = None) -> dict[str, np.ndarray]:
+    """Padded numpy arrays for `rows`; padding rows have all-zero masks and weights."""
+    if not rows:
+        raise ValueError("pack_rows: no rows to pack")
+    longest = max(len(r.prompt) + len(r.completion) for r in rows)
+    T = round_up(longest, len_multiple)
+    if max_len is not None:
+        if longest > max_len:
+            raise ValueError(f"a row of {longest} tokens exceeds the model context of {max_len}")
+        T = min(T, max_len)
+    N = round_up(len(rows), row_multiple)
+    tokens = np.zeros((N, T), np.int32)
+    mask = np.zeros((N, T), np.float32)
+    old_logp = np.zeros((N, T), np.float32)
+    adv = np.zeros((N,), np.float32)
+    stream = np.zeros((N,), np.int32)
+    nll_w = np.zeros((N,), np.float32)
+    for n, r in enumerate(rows):
+        if len(r.logprobs) != len(r.completion):
+            raise ValueError(f"row {n}: {len(r.completion)} completion tokens but {len(r.logprobs)} logprobs")
+        p, c = len(r.prompt), len(r.completion)
+        tokens[n, :p] = r.prompt
+        tokens[n, p:p + c] = r.completion
+        if r.counted:
+            mask[n, p:p + c] = 1.0
+            nll_w[n] = r.nll_weight
+        old_logp[n, p:p + c] = r.logprobs
+        adv[n] = r.advantage
+        stream[n] = r.stream
+    return dict(tokens=tokens, completion_mask=mask, old_logp=old_logp, advantages=adv,
+                stream=stream, nll_weight=nll_w)

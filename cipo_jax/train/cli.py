@@ -1,0 +1,24 @@
+"""`python -m cipo_jax train --config configs/tiny.yaml key.sub=value ...`"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from cipo_jax.config import load_config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="YAML run config (see configs/)")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. cipo.C=0 run.steps=50")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = load_config(args.config, args.overrides)
+    from cipo_jax.train.trainer import train
+
+    summary = train(cfg, progress_bar=not args.no_progress)
+    print(f"trained to step {summary['step']}; run dir: {summary['run_dir']}")
+    return 0

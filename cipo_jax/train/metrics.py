@@ -1,0 +1,68 @@
+"""Per-step metrics: `metrics.jsonl`, TensorBoard, and a progress bar with the headline numbers.
+
+Only process 0 writes (multi-host runs call this on every host).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+HEADLINE = ("reward_mean", "corr_success", "replay_ratio", "loss_pg", "step_time")
+
+
+def _clean(value: Any) -> Any:
+    value = float(value) if hasattr(value, "__float__") and not isinstance(value, (int, bool)) else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN; None marks "not finite"
+    return value
+
+
+class MetricsWriter:
+    def __init__(self, run_dir: str | Path, *, total_steps: int, start_step: int, tensorboard: bool,
+                 is_main: bool = True, progress: bool = True):
+        self.is_main = is_main
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self._tb = None
+        self._bar = None
+        if not is_main:
+            return
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(Path(run_dir) / "tb"))
+        if progress:
+            self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
+                             dynamic_ncols=True)
+
+    def write(self, step: int, metrics: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        row = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self._tb.add_scalar(k, v, step)
+        if self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix({k: f"{row[k]:.3g}" for k in HEADLINE
+                                   if isinstance(row.get(k), (int, float))})
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,124 @@
+"""The jitted update: `(state, batch, norms) -> (state, metrics)`, one optimizer step.
+
+The batch arrives split into `accum` micro-batches (leading axis); a `lax.scan` sums their
+gradients. Because every loss term is divided by a normaliser of the whole batch (see
+`cipo.loss.loss_normalisers`), that sum IS the gradient of the big batch, and sharding the rows
+over the data axes gives the same number again. A non-finite loss or gradient leaves
+parameters and optimizer state untouched and is counted (`skipped`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from cipo_jax.cipo.loss import LossBatch, LossConfig, Normalisers, cipo_loss, sft_loss, token_logprobs
+from cipo_jax.config import OptimConfig
+
+BATCH_AXES = ("data", "fsdp")
+
+
+@struct.dataclass
+class TrainState:
+    params: nnx.State  # the trained nnx.Param variables
+    opt_state: Any
+    updates: jax.Array  # int32 []: optimizer updates applied (skipped ones excluded)
+
+
+def make_optimizer(cfg: OptimConfig, total_updates: int, lr: float | None = None) -> optax.GradientTransformation:
+    """AdamW with linear warmup then cosine decay (or constant), after global-norm clipping."""
+    peak = cfg.lr if lr is None else lr
+    warmup = min(cfg.warmup_steps, max(total_updates - 1, 0))
+    if cfg.schedule == "cosine":
+        schedule = optax.warmup_cosine_decay_schedule(0.0 if warmup else peak, peak, warmup,
+                                                      max(total_updates, warmup + 1), end_value=0.1 * peak)
+    else:
+        schedule = optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)],
+                                        [warmup]) if warmup else optax.constant_schedule(peak)
+    chain = [optax.clip_by_global_norm(cfg.grad_clip)] if cfg.grad_clip > 0 else []
+    chain.append(optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay))
+    return optax.chain(*chain)
+
+
+def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
+    """(graphdef, trainable params, everything else)."""
+    return nnx.split(model, nnx.Param, ...)
+
+
+def init_state(params: nnx.State, tx: optax.GradientTransformation) -> TrainState:
+    # jit places the optimizer moments with the same shardings as the parameters they follow.
+    opt_state = jax.jit(tx.init)(params)
+    return TrainState(params=params, opt_state=opt_state, updates=jnp.zeros((), jnp.int32))
+
+
+def policy_logprobs(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State, tokens: jax.Array,
+                    temperature: float) -> tuple[jax.Array, jax.Array]:
+    """(logp, entropy) of every token under the policy at the sampling temperature, so the ratio
+    to the sampler's log-probs (log-softmax of logits / T) compares like with like."""
+    logits = nnx.merge(graphdef, params, rest)(tokens)
+    if temperature not in (0.0, 1.0):
+        logits = logits / temperature
+    return token_logprobs(logits, tokens)
+
+
+def _tree_add(a, b):
+    return jax.tree.map(jnp.add, a, b)
+
+
+def make_update(graphdef: nnx.GraphDef, rest: nnx.State, tx: optax.GradientTransformation, *,
+                loss_cfg: LossConfig | None, temperature: float = 1.0) -> Callable:
+    """The jitted step. loss_cfg None = SFT (masked NLL over completion tokens)."""
+
+    def micro_loss(params, micro: LossBatch, norms: Normalisers | jax.Array):
+        logp, entropy = policy_logprobs(graphdef, params, rest, micro.tokens, temperature)
+        if loss_cfg is None:
+            return sft_loss(logp, micro, norms)
+        return cipo_loss(logp, entropy, micro, norms, loss_cfg)
+
+    grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+
+    def update(state: TrainState, batch: LossBatch, norms) -> tuple[TrainState, dict[str, jax.Array]]:
+        first = jax.tree.map(lambda x: x[0], batch)
+        metrics_shape = jax.eval_shape(lambda: micro_loss(state.params, first, norms)[1])
+        zeros = (jax.tree.map(jnp.zeros_like, state.params),
+                 jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics_shape))
+
+        def body(carry, micro):
+            (_, metrics), grads = grad_fn(state.params, micro, norms)
+            return _tree_add(carry, (grads, metrics)), None
+
+        (grads, metrics), _ = jax.lax.scan(body, zeros, batch)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(grad_norm) & jnp.all(jnp.array([jnp.all(jnp.isfinite(v)) for v in
+                                                                jax.tree.leaves(metrics)]))
+        updates, new_opt = tx.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        new_state = TrainState(params=keep(new_params, state.params), opt_state=keep(new_opt, state.opt_state),
+                               updates=state.updates + finite.astype(jnp.int32))
+        return new_state, {**metrics, "grad_norm": grad_norm, "skipped": (~finite).astype(jnp.float32)}
+
+    return jax.jit(update, donate_argnums=(0,))
+
+
+def split_micro(batch: LossBatch, accum: int, mesh: Mesh | None) -> LossBatch:
+    """[N, ...] -> [accum, N/accum, ...], rows sharded over the data axes of `mesh`."""
+    N = batch.tokens.shape[0]
+    if N % accum:
+        raise ValueError(f"{N} rows do not split into {accum} micro-batches")
+    out = jax.tree.map(lambda x: jnp.reshape(x, (accum, N // accum) + x.shape[1:]), batch)
+    if mesh is None:
+        return out
+    def place(x):
+        spec = PartitionSpec(None, BATCH_AXES, *([None] * (x.ndim - 2)))
+        return jax.device_put(x, NamedSharding(mesh, spec))
+    return jax.tree.map(place, out)
+
+
+def batch_shards(mesh: Mesh | None) -> int:
+    return 1 if mesh is None else mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)

@@ -1,0 +1,300 @@
+"""The training loop: optional SFT warm start, then CIPO (or GRPO when cipo.C = 0) steps.
+
+Everything that decides what a step does is a pure function of (config, step, checkpointed
+state): sampling seeds and source selection derive from (run.seed, step), the data order from
+(tasks.seed, epoch), and params, optimizer state, data cursor and replay state are all in the
+checkpoint. So a resumed run continues exactly as the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cipo_jax.cipo.correction import ReplayState
+from cipo_jax.cipo.loss import LossBatch, loss_config, loss_normalisers
+from cipo_jax.config import Config, save_config
+from cipo_jax.configlib import to_dict
+from cipo_jax.data.load import load_tasks
+from cipo_jax.data.tasks import Task
+from cipo_jax.train import step as step_lib
+from cipo_jax.train.batch import Row, pack_rows
+from cipo_jax.train.checkpoint import Checkpointer, abstract_like
+from cipo_jax.train.metrics import MetricsWriter
+from cipo_jax.train.policy import build_model, build_tokenizer
+
+log = logging.getLogger(__name__)
+
+SFT_TAG = "sft_done"
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+@dataclass
+class Progress:
+    """Host-side training state that goes into every checkpoint's JSON record."""
+
+    step: int = 0  # RL steps completed
+    cursor: int = 0  # prompts consumed from the task stream
+    replay: ReplayState | None = None
+    bad_steps: int = 0  # consecutive skipped (non-finite) updates
+    skipped_total: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "cursor": self.cursor, "replay": self.replay.to_dict(),
+                "bad_steps": self.bad_steps, "skipped_total": self.skipped_total}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Progress":
+        return cls(step=int(d["step"]), cursor=int(d["cursor"]), replay=ReplayState.from_dict(d["replay"]),
+                   bad_steps=int(d["bad_steps"]), skipped_total=int(d["skipped_total"]))
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Fail before any work if the run directory cannot be written."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_probe"
+        probe.write_bytes(b"0" * 4096)
+        probe.unlink()
+    except OSError as e:
+        raise TrainingError(f"run directory {run_dir} is not writable: {e.strerror or e}") from None
+
+
+def task_stream(tasks: list[Task], seed: int, cursor: int, count: int) -> list[Task]:
+    """Prompts [cursor, cursor+count) of the endless stream: each epoch a fresh permutation."""
+    out = []
+    n = len(tasks)
+    for k in range(cursor, cursor + count):
+        epoch, idx = divmod(k, n)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        out.append(tasks[perm[idx]])
+    return out
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step * 7_919) % (2**31 - 1)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, *, progress_bar: bool = True):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.run.run_dir)
+        check_run_dir(self.run_dir)
+        self.progress_bar = progress_bar
+        self.is_main = jax.process_index() == 0
+        self._stop_signal: int | None = None
+
+        from cipo_jax.sharding import make_mesh, shard_model
+
+        self.tasks = load_tasks(cfg.tasks.spec, size=cfg.tasks.size, seed=cfg.tasks.seed, split="train")
+        if not self.tasks:
+            raise TrainingError(f"tasks.spec {cfg.tasks.spec!r} gave no tasks")
+        self.tokenizer = build_tokenizer(cfg, self.tasks, self.run_dir)
+        self.mesh = make_mesh(cfg.mesh)
+        model = build_model(cfg, self.tokenizer, seed=cfg.run.seed)
+        self.model = shard_model(model, self.mesh)
+        self.graphdef, params, self.rest = step_lib.split_model(self.model)
+        self.shards = step_lib.batch_shards(self.mesh)
+        self.loss_cfg = loss_config(cfg)
+        updates_per_step = cfg.optim.minibatches
+        self.tx = step_lib.make_optimizer(cfg.optim, cfg.run.steps * updates_per_step)
+        self.state = step_lib.init_state(params, self.tx)
+        self.ref_params = None
+        self.progress = Progress(replay=ReplayState.initial(cfg))
+        self.ckpt = Checkpointer(self.run_dir / "checkpoints", keep=cfg.run.keep_checkpoints)
+        self._update = step_lib.make_update(self.graphdef, self.rest, self.tx, loss_cfg=self.loss_cfg,
+                                            temperature=cfg.sampling.temperature)
+        self._ref_logp = jax.jit(lambda p, tokens: step_lib.policy_logprobs(
+            self.graphdef, p, self.rest, tokens, cfg.sampling.temperature)[0])
+
+    # ------------------------------------------------------------------------- checkpoints
+    def _arrays(self) -> dict[str, Any]:
+        arrays = {"state": self.state}
+        if self.ref_params is not None:
+            arrays["ref"] = self.ref_params
+        return arrays
+
+    def save(self, *, force: bool = False) -> None:
+        meta = {"progress": self.progress.to_dict(), "config": to_dict(self.cfg)}
+        self.ckpt.save(self.progress.step, self._arrays(), meta, force=force)
+
+    def restore(self) -> bool:
+        found = self.ckpt.restore_latest(abstract_like(self._arrays()))
+        if found is None:
+            return False
+        step, arrays, meta = found
+        self.state = arrays["state"]
+        self.ref_params = arrays.get("ref")
+        self.progress = Progress.from_dict(meta["progress"])
+        log.info("resumed from %s at step %d", self.ckpt.directory / str(step), self.progress.step)
+        return True
+
+    # ------------------------------------------------------------------------------ model
+    def current_model(self):
+        """The policy with the current parameters, for sampling (a view, no copy)."""
+        from flax import nnx
+
+        return nnx.merge(self.graphdef, self.state.params, self.rest)
+
+    # -------------------------------------------------------------------------------- SFT
+    def run_sft(self) -> None:
+        """Masked NLL on the tasks' reference responses (warm start of small models)."""
+        from cipo_jax.data.correction import render_prompt
+
+        cfg = self.cfg
+        pairs = [t for t in self.tasks if t.response]
+        if not pairs:
+            raise TrainingError(f"sft.steps={cfg.sft.steps} but tasks {cfg.tasks.spec!r} carry no reference responses")
+        tx = step_lib.make_optimizer(cfg.optim, cfg.sft.steps, lr=cfg.sft.lr)
+        update = step_lib.make_update(self.graphdef, self.rest, tx, loss_cfg=None)
+        state = step_lib.init_state(self.state.params, tx)
+        eos = self.tokenizer.eos_id
+        writer = MetricsWriter(self.run_dir, total_steps=cfg.sft.steps, start_step=0, tensorboard=False,
+                               is_main=self.is_main, progress=self.progress_bar)
+        writer.path = self.run_dir / "sft_metrics.jsonl"
+        rng = np.random.default_rng([cfg.run.seed, 7])
+        for i in range(cfg.sft.steps):
+            batch_tasks = [pairs[j] for j in rng.integers(0, len(pairs), cfg.sft.batch_size)]
+            rows = []
+            for t in batch_tasks:
+                completion = self.tokenizer.encode(t.response) + [eos]
+                rows.append(Row(prompt=render_prompt(t, self.tokenizer, chat=cfg.tasks.chat), completion=completion,
+                                logprobs=[0.0] * len(completion)))
+            packed = pack_rows(rows, row_multiple=cfg.optim.grad_accum * self.shards,
+                               max_len=self.model.config.max_position_embeddings)
+            batch = LossBatch.for_sft(packed["tokens"], packed["completion_mask"])
+            num_tokens = jnp.float32(packed["completion_mask"].sum())
+            state, metrics = update(state, step_lib.split_micro(batch, cfg.optim.grad_accum, self.mesh), num_tokens)
+            writer.write(i, {k: float(v) for k, v in metrics.items()})
+        writer.close()
+        self.state = step_lib.TrainState(params=state.params, opt_state=self.state.opt_state,
+                                         updates=self.state.updates)
+
+    # --------------------------------------------------------------------------------- RL
+    def _install_signal_handlers(self):
+        def handler(signum, _frame):
+            log.warning("received signal %d: checkpointing at the end of this step, then exiting", signum)
+            self._stop_signal = signum
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        return previous
+
+    def rl_step(self, worker) -> dict[str, float]:
+        cfg = self.cfg
+        t_start = time.perf_counter()
+        step = self.progress.step
+        tasks = task_stream(self.tasks, cfg.tasks.seed, self.progress.cursor, cfg.grpo.num_prompts)
+        ro = worker.collect(self.current_model(), tasks, step_seed=step_seed(cfg.run.seed, step),
+                            replay=self.progress.replay)
+        t_update = time.perf_counter()
+        mb, accum = cfg.optim.minibatches, cfg.optim.grad_accum
+        packed = pack_rows(ro.rows, row_multiple=mb * accum * self.shards,
+                           max_len=self.model.config.max_position_embeddings)
+        # Without a reference model the "kl" metric measures the drift from pi_old instead
+        # (beta_kl is 0 then, so it never enters the loss).
+        ref_logp = packed["old_logp"]
+        if self.ref_params is not None:
+            ref_logp = np.asarray(self._ref_logp(self.ref_params, jnp.asarray(packed["tokens"])))
+        batch = LossBatch.create(packed["tokens"], packed["completion_mask"], packed["old_logp"],
+                                 packed["advantages"], packed["stream"], packed["nll_weight"], ref_logp=ref_logp)
+        N = batch.tokens.shape[0]
+        order = np.random.default_rng([cfg.run.seed, step, 2]).permutation(N) if mb > 1 else np.arange(N)
+        sums: dict[str, float] = {}
+        skipped = 0
+        for k in range(mb):
+            idx = jnp.asarray(order[k * N // mb:(k + 1) * N // mb])
+            minibatch = jax.tree.map(lambda x: x[idx], batch)
+            norms = loss_normalisers(minibatch, self.loss_cfg)
+            self.state, metrics = self._update(self.state, step_lib.split_micro(minibatch, accum, self.mesh), norms)
+            metrics = {k: float(v) for k, v in metrics.items()}
+            skipped += int(metrics.pop("skipped"))
+            for name, v in metrics.items():
+                sums[name] = sums.get(name, 0.0) + v / mb
+        out = dict(ro.metrics)
+        out.update(sums)
+        out["time_update"] = time.perf_counter() - t_update
+        out["skipped_updates"] = float(skipped)
+        for status, count in ro.statuses.items():
+            out[f"verify_{status}"] = float(count)
+        self.progress.cursor += cfg.grpo.num_prompts
+        self.progress.replay = ro.replay
+        self.progress.skipped_total += skipped
+        self.progress.bad_steps = self.progress.bad_steps + 1 if skipped == mb else 0
+        self.progress.step += 1
+        out["step_time"] = time.perf_counter() - t_start
+        return out
+
+    def train(self) -> dict[str, Any]:
+        from cipo_jax.train.rollout import RolloutWorker
+        from cipo_jax.verifiers import VerifierPool
+
+        cfg = self.cfg
+        if self.is_main:
+            save_config(cfg, self.run_dir / "config.yaml")
+        resumed = self.restore()
+        if not resumed:
+            if cfg.sft.steps > 0:
+                self.run_sft()
+            if self.loss_cfg.beta_kl > 0:
+                self.ref_params = jax.tree.map(jnp.copy, self.state.params)
+            self.save(force=True)  # step 0: the starting policy, for eval and resume
+        previous = self._install_signal_handlers()
+        writer = MetricsWriter(self.run_dir, total_steps=cfg.run.steps, start_step=self.progress.step,
+                               tensorboard=cfg.run.log_tensorboard, is_main=self.is_main, progress=self.progress_bar)
+        last: dict[str, float] = {}
+        try:
+            with VerifierPool(workers=cfg.run.verify_workers, timeout_s=cfg.run.verify_timeout_s) as pool:
+                worker = RolloutWorker(cfg, self.tokenizer, pool, self.mesh)
+                while self.progress.step < cfg.run.steps:
+                    last = self.rl_step(worker)
+                    writer.write(self.progress.step, last)
+                    if self.progress.bad_steps >= cfg.run.max_bad_steps:
+                        raise TrainingError(
+                            f"{self.progress.bad_steps} consecutive updates had a non-finite loss or gradient; "
+                            f"stopping (last good checkpoint: {self.ckpt.directory / str(max(self.ckpt.steps(), default=0))})")
+                    if self._stop_signal is not None or self.progress.step % cfg.run.ckpt_every == 0 \
+                            or self.progress.step == cfg.run.steps:
+                        self.save(force=True)
+                    if self._stop_signal is not None:
+                        log.warning("stopped by signal %d at step %d; checkpoint saved", self._stop_signal,
+                                    self.progress.step)
+                        break
+        finally:
+            writer.close()
+            self.ckpt.wait()
+            for s, h in previous.items():
+                signal.signal(s, h)
+        summary = {"step": self.progress.step, "run_dir": str(self.run_dir),
+                   "stopped_by_signal": self._stop_signal, "last": last}
+        if self.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+        return summary
+
+    def close(self) -> None:
+        self.ckpt.close()
+
+
+def _json_default(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return str(x)
+
+
+def train(cfg: Config, *, progress_bar: bool = True) -> dict[str, Any]:
+    trainer = Trainer(cfg, progress_bar=progress_bar)
+    try:
+        return trainer.train()
+    finally:
+        trainer.close()
