@@ -298,3 +298,36 @@ def train(cfg: Config, *, progress_bar: bool = True) -> dict[str, Any]:
         return trainer.train()
     finally:
         trainer.close()
+
+
+def load_run_policy(run_dir: str | Path, *, step: int | None = None):
+    """(model, tokenizer, config) of a run's checkpoint (the latest unless `step` is given)."""
+    from flax import nnx
+
+    from cipo_jax.config import load_config
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a cipo_jax run directory (no config.yaml)")
+    cfg = load_config(run_dir / "config.yaml")
+    tasks = load_tasks(cfg.tasks.spec, size=cfg.tasks.size, seed=cfg.tasks.seed, split="train")
+    tokenizer = build_tokenizer(cfg, tasks, run_dir)
+    model = build_model(cfg, tokenizer, seed=cfg.run.seed)
+    graphdef, params, rest = step_lib.split_model(model)
+    ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.run.keep_checkpoints, async_save=False)
+    try:
+        if step is not None and step not in ckpt.steps():
+            raise FileNotFoundError(f"{run_dir}: no checkpoint at step {step}; have {ckpt.steps()}")
+        import orbax.checkpoint as ocp
+
+        steps = [step] if step is not None else list(reversed(ckpt.steps()))
+        if not steps:
+            raise FileNotFoundError(f"{run_dir}: no checkpoints in {ckpt.directory}")
+        # Only the parameters are needed: restore that subtree, whatever else was saved.
+        abstract = {"state": {"params": abstract_like(params)}}
+        restored = ckpt._mngr.restore(steps[0], args=ocp.args.Composite(
+            arrays=ocp.args.PyTreeRestore(abstract, partial_restore=True)))
+        params = restored["arrays"]["state"]["params"]
+    finally:
+        ckpt.close()
+    return nnx.merge(graphdef, params, rest), tokenizer, cfg
