@@ -19,7 +19,19 @@ from cipo_jax.verifiers.table import Verdict, lookup
 _CODE_SLACK_S = 3.0  # sandbox start-up and cleanup on top of the program's own time limit
 
 
+def _warm_up() -> None:
+    """Import and exercise math-verify once, so no item's deadline pays for it."""
+    from cipo_jax.verifiers.math import check
+
+    check(r"\boxed{1/2}", "0.5")
+
+
 def _worker_main(conn, table) -> None:
+    try:
+        _warm_up()
+    except Exception:  # a broken install shows up as per-item errors, not a dead pool
+        pass
+    conn.send("ready")
     while True:
         try:
             item = conn.recv()
@@ -42,6 +54,7 @@ class _Worker:
         self.process = ctx.Process(target=_worker_main, args=(child, table), daemon=True)
         self.process.start()
         child.close()
+        self.ready = False
         self.item: int | None = None
         self.deadline = 0.0
 
@@ -85,6 +98,23 @@ class VerifierPool:
         worker.kill()
         self._workers[self._workers.index(worker)] = _Worker(self._ctx, self._table)
 
+    def _on_startup_message(self, worker: _Worker) -> None:
+        try:
+            worker.ready = worker.conn.recv() == "ready"
+        except (EOFError, OSError):
+            self._replace(worker)
+
+    def _await_ready(self) -> None:
+        """Block until a worker finished its start-up; item deadlines start only after it."""
+        for _ in range(3):
+            if any(w.ready for w in self._workers):
+                return
+            starting = list(self._workers)
+            for conn in wait([w.conn for w in starting], timeout=120):
+                self._on_startup_message(next(w for w in starting if w.conn is conn))
+        if not any(w.ready for w in self._workers):
+            raise RuntimeError("verifier workers fail to start; run one by hand to see why")
+
     def score_batch(self, items: list[tuple], *, timeout_s: float | None = None) -> list[Verdict]:
         """Verdicts in input order; every item gets one, whatever its worker does."""
         if not self._workers:
@@ -95,8 +125,9 @@ class VerifierPool:
         results: list[Verdict | None] = [None] * len(items)
         pending = deque(range(len(items)))
         while pending or any(w.item is not None for w in self._workers):
+            self._await_ready()
             for worker in list(self._workers):
-                if worker.item is None and pending:
+                if worker.ready and worker.item is None and pending:
                     index = pending.popleft()
                     try:
                         worker.conn.send(tuple(items[index]))
@@ -106,10 +137,14 @@ class VerifierPool:
                         continue
                     worker.item, worker.deadline = index, self._deadline(items[index], timeout_s)
             busy = [w for w in self._workers if w.item is not None]
+            starting = [w for w in self._workers if not w.ready]
             if not busy:
                 continue
             wait_s = max(0.0, min(w.deadline for w in busy) - time.monotonic())
-            ready = wait([w.conn for w in busy], timeout=wait_s)
+            ready = wait([w.conn for w in busy + starting], timeout=wait_s)
+            for worker in starting:
+                if worker.conn in ready:
+                    self._on_startup_message(worker)
             for worker in busy:
                 if worker.conn in ready:
                     try:
