@@ -63,8 +63,7 @@ def last_line(text: str) -> str | None:
     return lines[-1] if lines else None
 
 
-def last_integer(text: str) -> int | None:
-    """The last integer in `text` (thousands commas allowed), or None."""
-    matches = [m.strip(",") for m in _INTEGER.findall(text)]
-    matches = [m for m in matches if m.lstrip("-")]
-    return int(matches[-1].replace(",", "")) if matches else None
+def integers(text: str) -> list[int]:
+    """Every integer in `text`, in order (thousands commas allowed)."""
+    found = [m.strip(",").replace(",", "") for m in _INTEGER.findall(text)]
+    return [int(m) for m in found if m.lstrip("-")]

@@ -1,0 +1,85 @@
+"""VerifierPool, the verifier table and the gym / exact verifiers."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from cipo_jax.verifiers import VERIFIERS, Verdict, VerifierPool, score
+from cipo_jax.verifiers.table import lookup
+
+
+def _crash(response, reference, meta):
+    if response == "crash":
+        os._exit(3)
+    if response == "hang":
+        time.sleep(60)
+    if response == "garbage":
+        return "not a verdict"
+    if response == "raise":
+        raise RuntimeError("boom")
+    return Verdict(1.0, "ok")
+
+
+TABLE = {"probe": _crash}
+
+
+def test_table_names_and_unknown_name():
+    assert sorted(VERIFIERS) == ["code", "exact", "gym", "math"]
+    with pytest.raises(ValueError, match="known: code, exact, gym, math"):
+        lookup("maths")
+    with pytest.raises(ValueError, match="unknown verifier"):
+        score("nope", "", "")
+
+
+def test_pool_survives_crash_hang_garbage_and_exceptions():
+    items = [("probe", r, "", None) for r in
+             ["ok", "crash", "ok", "hang", "garbage", "raise", "ok", "crash", "ok"]]
+    with VerifierPool(workers=2, timeout_s=1.5, table=TABLE) as pool:
+        start = time.monotonic()
+        verdicts = pool.score_batch(items)
+        assert time.monotonic() - start < 20
+        assert [v.status for v in verdicts] == ["ok", "crashed", "ok", "timeout", "error", "error",
+                                               "ok", "crashed", "ok"]
+        assert [v.reward for v in verdicts] == [1.0, 0, 1.0, 0, 0, 0, 1.0, 0, 1.0]
+        # Replaced workers keep serving.
+        assert [v.status for v in pool.score_batch(items[:1] * 4)] == ["ok"] * 4
+    with pytest.raises(RuntimeError, match="closed"):
+        pool.score_batch(items)
+
+
+def test_mixed_real_verifiers_in_one_batch():
+    from reasoning_gym import create_dataset
+
+    entry = create_dataset("basic_arithmetic", size=1, seed=3)[0]
+    items = [
+        ("math", r"\boxed{\dfrac{1}{4}}", "0.25", None),
+        ("exact", "12 + 30 = 42.\nAnswer: 42", "42", None),
+        ("exact", "It is 41", "42", None),
+        ("exact", "anything", "forty-two", None),
+        ("gym", f"<answer>{entry['answer']}</answer>", entry["answer"],
+         {"task": "basic_arithmetic", "entry": entry}),
+        ("gym", "Answer: 123456789", entry["answer"], {"task": "basic_arithmetic"}),
+        ("gym", "x", "1", None),
+        ("code", "def f():\n    return 1\n", "assert f() == 1", {"timeout_s": 2}),
+        ("code", "def f():\n    return 2\n", "assert f() == 1", None),
+        ("code", "while True: pass", "", {"timeout_s": 1}),
+    ]
+    with VerifierPool(workers=2, timeout_s=5.0) as pool:
+        verdicts = pool.score_batch(items)
+    assert [v.status for v in verdicts] == ["ok", "ok", "failed", "error", "ok", "failed", "error",
+                                           "ok", "failed", "timeout"]
+    assert [v.reward for v in verdicts] == [1, 1, 0, 0, 1, 0, 0, 1, 0, 0]
+
+
+def test_gym_and_exact_in_process():
+    from cipo_jax.verifiers import exact, gym
+
+    assert gym.extract("work\n<answer> 7 </answer>\nmore <answer>8</answer>") == "8"
+    assert gym.extract("Answer: 5\n") == "5"
+    assert gym.extract("lines\n  last one  \n") == "last one"
+    assert exact.check("The total is 1,234.", "1234")
+    assert exact.check("Answer: -3 (after 10 steps)", "-3")
+    assert not exact.check("no number", "3")
