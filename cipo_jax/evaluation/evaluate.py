@@ -1,0 +1,102 @@
+"""Evaluate a policy on held-out tasks: n samples per problem for pass@k, and two attempts for
+self-correction (t1 = a first attempt, t2 = its correction through the training template).
+
+Host work (rendering, verifying) mirrors the trainer's rollout: the same `render_prompt`,
+`render_correction` and `completion_text`, so evaluation sees exactly what training saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from cipo_jax.cipo.correction import SUCCESS_THRESHOLD
+from cipo_jax.data.correction import render_correction, render_prompt
+from cipo_jax.data.tasks import Task
+from cipo_jax.data.tokenizer import Tokenizer
+from cipo_jax.evaluation.passk import pass_at_k_curve
+from cipo_jax.evaluation.selfcorrect import self_correction_metrics
+from cipo_jax.sampling import generate
+from cipo_jax.train.rollout import completion_text
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    n: int = 8  # samples per problem for pass@k
+    temperature: float = 1.0  # pass@k sampling temperature
+    first_attempt: Literal["greedy", "sampled"] = "greedy"  # t1: temperature 0, or `temperature`
+    max_new_tokens: int = 32
+    template: str = ""  # the correction template (cfg.cipo.template)
+    chat: bool = False
+    seed: int = 0
+    rows_per_call: int = 512  # bounds sampler memory; prompts are split into calls of at most this many rows
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ValueError(f"eval: n must be >= 1, got {self.n}")
+        if self.first_attempt not in ("greedy", "sampled"):
+            raise ValueError(f"eval: first_attempt must be greedy or sampled, got {self.first_attempt!r}")
+        if not self.template:
+            raise ValueError("eval: the correction template is empty; pass the run's cipo.template")
+
+
+def settings_from_config(cfg, **overrides) -> EvalSettings:
+    """Settings that match a run's config (template, chat, response length), with overrides."""
+    base = dict(max_new_tokens=cfg.sampling.max_new_tokens, template=cfg.cipo.template, chat=cfg.tasks.chat)
+    return EvalSettings(**{**base, **overrides})
+
+
+def _sample_texts(model, tokenizer: Tokenizer, prompts: list[list[int]], n: int, temperature: float,
+                  s: EvalSettings, seed: int) -> list[str]:
+    """n completions per prompt, prompt-major, as text without the stop token."""
+    texts: list[str] = []
+    per_call = max(1, s.rows_per_call // n)
+    for start in range(0, len(prompts), per_call):
+        res = generate(model, prompts[start:start + per_call], max_new_tokens=s.max_new_tokens, n=n,
+                       temperature=temperature, stop_tokens=(tokenizer.eos_id,), seed=seed + start)
+        texts += [completion_text(t, tokenizer, f) for t, f in zip(res.tokens, res.finish_reason)]
+    return texts
+
+
+def _verify(pool, tasks: list[Task], texts: list[str]) -> np.ndarray:
+    verdicts = pool.score_batch([(t.verifier, x, t.reference, t.meta) for t, x in zip(tasks, texts)])
+    return np.array([v.reward > SUCCESS_THRESHOLD for v in verdicts], bool)  # the trainer's pass rule
+
+
+def evaluate_policy(model, tokenizer: Tokenizer, tasks: list[Task], settings: EvalSettings, pool) -> dict[str, Any]:
+    """{"pass_at_k": {k: value}, "self_correction": {...}, "num_problems", "settings"}."""
+    if not tasks:
+        raise ValueError("eval: no tasks to evaluate")
+    s = settings
+    prompts = [render_prompt(t, tokenizer, chat=s.chat) for t in tasks]
+
+    samples = _sample_texts(model, tokenizer, prompts, s.n, s.temperature, s, seed=s.seed)
+    correct_pn = _verify(pool, [t for t in tasks for _ in range(s.n)], samples).reshape(len(tasks), s.n)
+
+    t1_temperature = 0.0 if s.first_attempt == "greedy" else s.temperature
+    first = _sample_texts(model, tokenizer, prompts, 1, t1_temperature, s, seed=s.seed + 1)
+    corr_prompts = [render_correction(t, x, tokenizer, chat=s.chat, template=s.template) for t, x in zip(tasks, first)]
+    second = _sample_texts(model, tokenizer, corr_prompts, 1, t1_temperature, s, seed=s.seed + 2)
+    t1, t2 = _verify(pool, tasks, first), _verify(pool, tasks, second)
+
+    return {"pass_at_k": {str(k): v for k, v in pass_at_k_curve(correct_pn).items()},
+            "self_correction": self_correction_metrics(t1, t2),
+            "num_problems": len(tasks), "settings": asdict(s)}
+
+
+def format_table(columns: dict[str, dict[str, Any]]) -> str:
+    """A plain-text table: one row per metric, one column per evaluated policy."""
+    names = list(columns)
+    ks = sorted({int(k) for c in columns.values() for k in c["pass_at_k"]})
+    rows = [(f"pass@{k}", [c["pass_at_k"].get(str(k)) for c in columns.values()]) for k in ks]
+    labels = {"acc_t1": "acc@t1", "acc_t2": "acc@t2", "delta": "delta", "delta_i2c": "delta(i->c)",
+              "delta_c2i": "delta(c->i)"}
+    rows += [(label, [c["self_correction"][key] for c in columns.values()]) for key, label in labels.items()]
+    width = max(12, *(len(n) for n in names))
+    lines = ["metric".ljust(12) + "".join(n.rjust(width + 2) for n in names)]
+    for label, values in rows:
+        cells = "".join(("-" if v is None else f"{v:.4f}").rjust(width + 2) for v in values)
+        lines.append(label.ljust(12) + cells)
+    return "\n".join(lines)
