@@ -130,16 +130,15 @@ def shard_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
 
 def sharded_forward(model: nnx.Module, mesh: Mesh) -> Callable[[jax.Array], jax.Array]:
     """A jitted `tokens [B, T] -> logits [B, T, V]` with the batch over ("data", "fsdp") and the
-    model's parameters as placed by `shard_model` (the model is closed over, not copied)."""
-    graphdef, state = nnx.split(model)
+    parameters where `shard_model` placed them (read at each call, so updates are seen)."""
 
     @jax.jit
-    def forward(state, tokens):
+    def forward(graphdef, state, tokens):
         return nnx.merge(graphdef, state)(constrain(tokens, ("act_batch", "act_len")))
 
     def call(tokens):
-        tokens = jax.device_put(tokens, NamedSharding(mesh, logical_to_mesh(("act_batch", "act_len"), tokens.shape, dict(mesh.shape))))
+        spec = logical_to_mesh(("act_batch", "act_len"), tokens.shape, dict(mesh.shape))
         with jax.set_mesh(mesh):
-            return forward(state, tokens)
+            return forward(*nnx.split(model), jax.device_put(tokens, NamedSharding(mesh, spec)))
 
     return call

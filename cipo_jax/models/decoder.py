@@ -34,8 +34,6 @@ class KVCache:
     k: Float[Array, "L B S K D"]
     v: Float[Array, "L B S K D"]
 
-    logical_axes = ("layers", "act_batch", "act_len", "act_kv_heads", None)
-
 
 def _param(value: jax.Array, *axes: Optional[str]) -> nnx.Param:
     return nnx.Param(value, logical_axes=axes)
