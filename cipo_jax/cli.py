@@ -44,3 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    except (OSError, ValueError) as e:  # bad input (missing file, bad shape, bad task file): one line
+        print(f"error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())

@@ -138,6 +138,9 @@ class SFTConfig:
 @dataclass(frozen=True)
 class RunConfig:
     run_dir: str = "runs/default"
+    # auto: continue from the newest intact checkpoint in run_dir, else start fresh;
+    # require: refuse to start without one; never: refuse a run_dir that already has checkpoints.
+    resume: Literal["auto", "require", "never"] = "auto"
     seed: int = 0
     steps: int = 20
     ckpt_every: int = 10

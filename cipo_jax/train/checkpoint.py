@@ -2,8 +2,12 @@
 record of everything else that makes a resumed run identical (step, data cursor, replay state,
 bad-step counter, resolved config).
 
-Saves are asynchronous and keep the newest N. Restore walks back from the newest step when a
-checkpoint is truncated or corrupt, warning with the name of the one it skipped.
+Saves are asynchronous and keep the newest N; orbax writes each step into a temporary directory
+and renames it when complete, so a kill mid-save leaves no half step behind. A step that is
+there but damaged (truncated or overwritten files) may still restore without an error, so every
+save also records a fingerprint of each array in the JSON record and restore compares it. An
+unreadable or mismatching step is skipped with a warning naming it, falling back to the one
+before.
 """
 
 from __future__ import annotations
@@ -13,15 +17,54 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from jaxtyping import Array, UInt32
 
 log = logging.getLogger(__name__)
+
+FINGERPRINT_KEY = "array_fingerprints"
+
+
+class CheckpointError(RuntimeError):
+    """Checkpoints exist but none can be restored, or a save failed."""
+
+
+def _as_uint32(x: Array) -> UInt32[Array, " n"]:
+    """The leaf's bit patterns as a flat uint32 vector (no value conversion, so NaN bits count)."""
+    x = jnp.asarray(x).reshape(-1)
+    size = x.dtype.itemsize
+    if x.dtype == jnp.bool_:
+        return x.astype(jnp.uint32)
+    if size == 4:
+        return jax.lax.bitcast_convert_type(x, jnp.uint32)
+    if size == 8:
+        return jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(-1)
+    unsigned = {2: jnp.uint16, 1: jnp.uint8}[size]
+    return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+
+
+def _leaf_fingerprint(x: Array) -> UInt32[Array, ""]:
+    """Position-weighted sum of the bit patterns mod 2^32: exact, independent of the reduction
+    order (and so of sharding), and it changes when any element or any element's place changes."""
+    bits = _as_uint32(x)
+    weights = jnp.arange(1, bits.shape[0] + 1, dtype=jnp.uint32)
+    return jnp.sum(bits * weights, dtype=jnp.uint32)
+
+
+_tree_fingerprints = jax.jit(lambda tree: jax.tree.map(_leaf_fingerprint, tree))
+
+
+def fingerprint(tree: Any) -> dict[str, int]:
+    """{leaf path: uint32 fingerprint} of every array leaf of `tree`."""
+    prints = _tree_fingerprints(tree)
+    return {jax.tree_util.keystr(path): int(v) for path, v in jax.tree_util.tree_flatten_with_path(prints)[0]}
 
 
 class Checkpointer:
     def __init__(self, directory: str | Path, *, keep: int = 3, async_save: bool = True):
         self.directory = Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
                                                enable_async_checkpointing=async_save)
         self._mngr = ocp.CheckpointManager(self.directory, options=options)
 
@@ -29,30 +72,54 @@ class Checkpointer:
         return sorted(self._mngr.all_steps())
 
     def save(self, step: int, arrays: Any, meta: dict[str, Any], *, force: bool = False) -> None:
+        meta = {**meta, FINGERPRINT_KEY: fingerprint(arrays)}
         args = ocp.args.Composite(arrays=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta))
-        self._mngr.save(step, args=args, force=force)
+        try:
+            self._mngr.save(step, args=args, force=force)
+        except OSError as e:
+            raise CheckpointError(f"saving checkpoint {self.directory / str(step)} failed: {e}") from e
 
     def wait(self) -> None:
-        self._mngr.wait_until_finished()
+        try:
+            self._mngr.wait_until_finished()
+        except OSError as e:  # an async write that failed (disk full, directory gone)
+            raise CheckpointError(f"writing a checkpoint under {self.directory} failed: {e}") from e
 
     def restore_latest(self, abstract_arrays: Any) -> tuple[int, Any, dict[str, Any]] | None:
-        """Newest restorable checkpoint as (step, arrays, meta), or None when there is none.
+        """Newest intact checkpoint as (step, arrays, meta); None when there are no checkpoints;
+        CheckpointError when there are some but none is intact.
 
         `abstract_arrays` gives the tree structure, shapes, dtypes and shardings to restore into.
         """
         steps = self.steps()
+        problems = []
         for step in reversed(steps):
             try:
-                restored = self._mngr.restore(step, args=ocp.args.Composite(
-                    arrays=ocp.args.StandardRestore(abstract_arrays), meta=ocp.args.JsonRestore()))
-                return step, restored["arrays"], dict(restored["meta"])
+                return (step, *self._restore_verified(step, abstract_arrays))
             except Exception as e:  # a torn or corrupt step: fall back to the previous one
-                log.warning("checkpoint %s is unreadable (%s: %s); falling back to an earlier one",
-                            self.directory / str(step), type(e).__name__, str(e).splitlines()[0][:200])
+                reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+                problems.append(f"{self.directory / str(step)} ({reason})")
+                log.warning("checkpoint %s is unreadable (%s); falling back to an earlier one",
+                            self.directory / str(step), reason)
+        if steps:
+            raise CheckpointError("no checkpoint could be restored: " + "; ".join(problems))
         return None
 
+    def _restore_verified(self, step: int, abstract_arrays: Any) -> tuple[Any, dict[str, Any]]:
+        restored = self._mngr.restore(step, args=ocp.args.Composite(
+            arrays=ocp.args.StandardRestore(abstract_arrays), meta=ocp.args.JsonRestore()))
+        meta = dict(restored["meta"])
+        expected = meta.pop(FINGERPRINT_KEY, None)
+        if expected is None:
+            raise CheckpointError("its record has no array fingerprints")
+        got = fingerprint(restored["arrays"])
+        bad = sorted(k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k))
+        if bad:
+            raise CheckpointError(f"{len(bad)} array(s) differ from their saved fingerprint, e.g. {bad[0]}")
+        return restored["arrays"], meta
+
     def close(self) -> None:
-        self._mngr.wait_until_finished()
+        self.wait()
         self._mngr.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from cipo_jax.config import load_config
 
@@ -17,8 +18,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = load_config(args.config, args.overrides)
-    from cipo_jax.train.trainer import train
+    from cipo_jax.train.checkpoint import CheckpointError
+    from cipo_jax.train.trainer import TrainingError, train
 
-    summary = train(cfg, progress_bar=not args.no_progress)
+    try:
+        summary = train(cfg, progress_bar=not args.no_progress)
+    except (TrainingError, CheckpointError) as e:
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    if summary["stopped_by_signal"] is not None:
+        # Exit 0: the state is checkpointed; the same command resumes it.
+        print(f"stopped by signal {summary['stopped_by_signal']} at step {summary['step']}; "
+              f"rerun the same command to resume from {summary['run_dir']}")
+        return 0
     print(f"trained to step {summary['step']}; run dir: {summary['run_dir']}")
     return 0

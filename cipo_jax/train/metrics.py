@@ -61,6 +61,25 @@ class MetricsWriter:
             self._tb.close()
 
 
+def truncate_metrics(path: str | Path, last_step: int) -> None:
+    """Drop rows with step > last_step (and a torn last line): a run resumed from the checkpoint
+    at last_step rewrites them, and a killed run may have logged steps it never checkpointed."""
+    path = Path(path)
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a write cut short by a kill
+            continue
+        if row.get("step", 0) <= last_step:
+            kept.append(line + "\n")
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(kept))
+    tmp.replace(path)  # atomic: a kill now leaves the old file or the new one
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():

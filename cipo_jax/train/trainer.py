@@ -30,7 +30,7 @@ from cipo_jax.data.tasks import Task
 from cipo_jax.train import step as step_lib
 from cipo_jax.train.batch import Row, pack_rows
 from cipo_jax.train.checkpoint import Checkpointer, abstract_like
-from cipo_jax.train.metrics import MetricsWriter
+from cipo_jax.train.metrics import MetricsWriter, truncate_metrics
 from cipo_jax.train.policy import build_model, build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,18 @@ class Trainer:
         self.ckpt.save(self.progress.step, self._arrays(), meta, force=force)
 
     def restore(self) -> bool:
-        found = self.ckpt.restore_latest(abstract_like(self._arrays()))
+        """Apply run.resume: load the newest intact checkpoint (True) or start fresh (False)."""
+        mode = self.cfg.run.resume
+        if mode == "never" and self.ckpt.steps():
+            raise TrainingError(f"run.resume=never but {self.ckpt.directory} already has checkpoints "
+                                f"(steps {self.ckpt.steps()}); choose another run.run_dir")
+        abstract = abstract_like(self._arrays())
+        if self.loss_cfg.beta_kl > 0:  # saved runs carry the reference policy too
+            abstract["ref"] = abstract_like(self.state.params)
+        found = self.ckpt.restore_latest(abstract)
         if found is None:
+            if mode == "require":
+                raise TrainingError(f"run.resume=require but {self.ckpt.directory} has no checkpoint")
             return False
         step, arrays, meta = found
         self.state = arrays["state"]
@@ -165,8 +175,12 @@ class Trainer:
         writer = MetricsWriter(self.run_dir, total_steps=cfg.sft.steps, start_step=0, tensorboard=False,
                                is_main=self.is_main, progress=self.progress_bar)
         writer.path = self.run_dir / "sft_metrics.jsonl"
+        truncate_metrics(writer.path, -1)  # SFT runs only on a fresh start: older rows are stale
         rng = np.random.default_rng([cfg.run.seed, 7])
         for i in range(cfg.sft.steps):
+            if self._stop_signal is not None:
+                writer.close()
+                return
             batch_tasks = [pairs[j] for j in rng.integers(0, len(pairs), cfg.sft.batch_size)]
             rows = []
             for t in batch_tasks:
@@ -188,6 +202,8 @@ class Trainer:
         def handler(signum, _frame):
             log.warning("received signal %d: checkpointing at the end of this step, then exiting", signum)
             self._stop_signal = signum
+            for s, h in previous.items():  # a second signal acts at once
+                signal.signal(s, h)
         previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
         return previous
 
@@ -243,21 +259,27 @@ class Trainer:
         cfg = self.cfg
         if self.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
-        resumed = self.restore()
-        if not resumed:
-            if cfg.sft.steps > 0:
-                self.run_sft()
-            if self.loss_cfg.beta_kl > 0:
-                self.ref_params = jax.tree.map(jnp.copy, self.state.params)
-            self.save(force=True)  # step 0: the starting policy, for eval and resume
+        # Handlers first, so a signal during restore, SFT or the first compile also stops cleanly
+        # (an interrupted SFT saves nothing: the rerun starts it again).
         previous = self._install_signal_handlers()
-        writer = MetricsWriter(self.run_dir, total_steps=cfg.run.steps, start_step=self.progress.step,
-                               tensorboard=cfg.run.log_tensorboard, is_main=self.is_main, progress=self.progress_bar)
+        writer = None
         last: dict[str, float] = {}
         try:
+            if not self.restore():
+                if cfg.sft.steps > 0:
+                    self.run_sft()
+                if self.loss_cfg.beta_kl > 0:
+                    self.ref_params = jax.tree.map(jnp.copy, self.state.params)
+                if self._stop_signal is None:
+                    self.save(force=True)  # step 0: the starting policy, for eval and resume
+            if self.is_main:  # rows past the restored step were never checkpointed: they are redone
+                truncate_metrics(self.run_dir / "metrics.jsonl", self.progress.step)
+            writer = MetricsWriter(self.run_dir, total_steps=cfg.run.steps, start_step=self.progress.step,
+                                   tensorboard=cfg.run.log_tensorboard, is_main=self.is_main,
+                                   progress=self.progress_bar)
             with VerifierPool(workers=cfg.run.verify_workers, timeout_s=cfg.run.verify_timeout_s) as pool:
                 worker = RolloutWorker(cfg, self.tokenizer, pool, self.mesh)
-                while self.progress.step < cfg.run.steps:
+                while self.progress.step < cfg.run.steps and self._stop_signal is None:
                     last = self.rl_step(worker)
                     writer.write(self.progress.step, last)
                     if self.progress.bad_steps >= cfg.run.max_bad_steps:
@@ -272,7 +294,8 @@ class Trainer:
                                     self.progress.step)
                         break
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
             self.ckpt.wait()
             for s, h in previous.items():
                 signal.signal(s, h)
