@@ -276,3 +276,28 @@ def test_batch_bounded_concurrency_and_order():
     results = run_tests_batch(programs, [OK_TESTS] * 12, timeout_s=5, max_workers=3)
     assert [r.passed for r in results] == [bool(i % 3) for i in range(12)]
     _host_clean()
+
+
+def test_signal_handler_frames_and_audit_hooks_cannot_reach_the_verdict():
+    frame_walker = BAD + (
+        "import os, signal\n"
+        "def grab(signum, frame):\n"
+        "    while frame is not None:\n"
+        "        for value in list(frame.f_locals.values()):\n"
+        "            if isinstance(value, bytes) and value.startswith(b'OK '):\n"
+        "                for fd in range(3, 64):\n"
+        "                    try:\n"
+        "                        os.write(fd, value)\n"
+        "                    except OSError:\n"
+        "                        pass\n"
+        "            if callable(value) and getattr(value, '__name__', '') == 'hook':\n"
+        "                for cell in value.__closure__ or ():\n"
+        "                    cell.cell_contents = frozenset()\n"
+        "        frame = frame.f_back\n"
+        "signal.signal(signal.SIGALRM, grab)\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)\n")
+    assert not run(frame_walker).passed
+    # A program's own audit hook would see the tests' code object before they run: it is
+    # silently refused (CPython drops a hook whose addition an existing hook rejects).
+    spy = GOOD + "import sys\nseen = []\nsys.addaudithook(lambda event, args: seen.append(event))\n"
+    assert run(spy, "import json\nassert seen == [], seen\n" + OK_TESTS).passed

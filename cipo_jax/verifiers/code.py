@@ -157,8 +157,8 @@ def _classify(verdict: str, nonce: str, returncode: int | None, timed_out: bool)
         if line == f"OK {nonce}":
             return "passed", ""
     for line in verdict.splitlines():
-        if line.startswith(f"FAIL {nonce} "):
-            kind, _, exc = line[len(f"FAIL {nonce} "):].partition(" ")
+        if line.startswith("FAIL "):
+            kind, _, exc = line[len("FAIL "):].partition(" ")
             stage = "program" if kind == "error" else "tests"
             return ("error" if kind == "error" else "failed"), f"{stage} raised {exc}".strip()
     if timed_out:

@@ -2,18 +2,23 @@
 
 Protocol. stdin carries one header line `nonce<TAB>box dir<TAB>verdict fd<TAB>cpu s<TAB>memory MB
 <TAB>file MB<TAB>program bytes<TAB>tests bytes` followed by the program and the tests (UTF-8).
-The harness reads it all, then runs the program and the tests in the same process, and writes
-`OK <nonce>` to the verdict fd only after the tests returned normally. The parent trusts nothing
-else: any other exit, any output without the nonce, is a failure.
+The harness reads it all, then runs the program and the tests in the same process; `OK <nonce>`
+reaches the verdict fd only after the tests returned normally. The parent trusts nothing else:
+any other exit, any output without the nonce, is a failure.
 
-Why the verdict cannot be forged from user code (threat model: arbitrary Python in this process):
-- the nonce exists only in locals of `_main`; an audit hook (irremovable) denies every way to
-  reach another frame or object: sys._getframe, frame/traceback/generator attributes, gc
-  introspection, tracing/profiling, ctypes and /proc/<pid>/mem;
-- the success message is built before user code runs and sent with a private copy of os.write;
+Why the verdict cannot be forged (threat model: arbitrary Python in this process):
+- the nonce and the success message live only in the closure of a bare `_thread` thread that
+  nothing else references; it writes the message when the main thread's `_main` frame stands on
+  the `# <verdict>` line, which it reaches only after the tests returned normally (a frame's
+  position cannot be set from Python once tracing is denied);
+- an audit hook (irremovable, its closures unreachable) denies every way to reach that thread:
+  sys._current_frames, sys._getframe, frame/traceback/generator attributes, gc introspection,
+  tracing/profiling, new audit hooks, ctypes and /proc/<pid>/mem. Signal handlers receive
+  main-thread frames only, and no main-thread frame holds the secret;
 - the tests run in their own namespace with a private copy of the builtins taken before the
   program ran, so patching `builtins` or catching AssertionError in the program changes nothing;
 - early exits (os._exit, sys.exit, SystemExit, signals) end the process without the message.
+Failure lines (`FAIL stage exception`) are not authenticated: forging one only hurts the forger.
 The same hook turns forbidden operations into PermissionError (an OSError) inside the program.
 """
 
@@ -24,69 +29,13 @@ import signal
 import sys
 
 
-def _main():
-    # Private references taken before any user code can patch the modules they live in.
-    write, exit_, read, close, dup2 = os.write, os._exit, os.read, os.close, os.dup2
-    run, compile_ = exec, compile
-    base_exc, perm_error = BaseException, PermissionError
+def _install_hook(box):
+    """Install the audit hook. Everything it uses lives in this function's closures, which
+    nothing outside references (the hook object itself is held only by the interpreter)."""
     to_str, is_inst, bytes_t, int_t, tuple_t = str, isinstance, bytes, int, tuple
-    dict_t, type_t, len_, value_error = dict, type, len, ValueError
+    len_, perm_error, value_error, base_exc = len, PermissionError, ValueError, BaseException
     lstat, readlink, getcwd = os.lstat, os.readlink, os.getcwd
-    flushes = (sys.stdout.flush, sys.stderr.flush)  # os._exit below skips interpreter flushing
-
-    def flush():
-        for f in flushes:
-            try:
-                f()
-            except base_exc:
-                pass
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-
-    chunks = []
-    while True:
-        chunk = read(0, 1 << 20)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    data = b"".join(chunks)
-    del chunks
-    header, _, body = data.partition(b"\n")
-    nonce, box, vfd, cpu_s, mem_mb, file_mb, n_prog, n_tests = header.decode().split("\t")
-    vfd, n_prog, n_tests = int(vfd), int(n_prog), int(n_tests)
-    program = body[:n_prog].decode("utf-8", "replace")
-    tests = body[n_prog:n_prog + n_tests].decode("utf-8", "replace")
-    ok_msg = ("OK " + nonce + "\n").encode()
-    fail_prefix = "FAIL " + nonce + " "
-    del nonce, data, body, header
-
-    def report_fail(kind, exc):
-        flush()
-        try:
-            name = type_t(exc).__name__
-        except base_exc:
-            name = "?"
-        try:
-            write(vfd, (fail_prefix + kind + " " + to_str(name) + "\n").encode())
-        except base_exc:
-            pass
-        exit_(1)
-
-    devnull = os.open(os.devnull, os.O_RDWR)
-    dup2(devnull, 0)
-    close(devnull)
-    os.environ.clear()
-    box = os.path.realpath(box)
-    os.chdir(box)
-    mb = 1 << 20
-    limits = [(resource.RLIMIT_CPU, int(cpu_s), int(cpu_s) + 1),
-              (resource.RLIMIT_AS, int(mem_mb) * mb, int(mem_mb) * mb),
-              (resource.RLIMIT_FSIZE, int(file_mb) * mb, int(file_mb) * mb),
-              (resource.RLIMIT_CORE, 0, 0),
-              (resource.RLIMIT_NOFILE, 256, 256),
-              (resource.RLIMIT_NPROC, 64, 64)]  # root ignores NPROC; the pids cgroup and hook hold
-    for which, soft, hard in limits:
-        resource.setrlimit(which, (soft, hard))
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversize writes raise OSError, not kill
 
     def realpath(path):
         """Resolve symlinks with private C-level calls only (os.path is patchable by user code)."""
@@ -136,7 +85,7 @@ def _main():
         "subprocess.Popen", "pty.spawn", "os.kill", "os.killpg", "signal.pthread_kill",
         "socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo",
         "socket.gethostbyname", "socket.gethostbyaddr", "socket.sendto", "socket.sendmsg",
-        "sys._current_frames", "sys._current_exceptions", "sys.settrace",
+        "sys._current_frames", "sys._current_exceptions", "sys.settrace", "sys.addaudithook",
         "sys.setprofile", "object.__getattr__", "gc.get_objects", "gc.get_referrers",
         "gc.get_referents", "resource.setrlimit", "resource.prlimit", "ctypes.dlopen",
         "ctypes.dlsym", "ctypes.call_function", "ctypes.cdata", "ctypes.string_at",
@@ -200,6 +149,92 @@ def _main():
                 if not inside_box(path):
                     deny(event + " " + to_str(path))
 
+    sys.addaudithook(hook)
+
+
+def _start_verdict_thread(nonce, vfd, main_frame, success_line, wake_r):
+    """The only holder of the success message: a bare thread (not in threading's registry)
+    that writes it once the main frame stands on `success_line`, i.e. the tests returned.
+    Signal handlers run in the main thread and see only main-thread frames, never this one."""
+    import _thread
+
+    ok_msg = ("OK " + nonce + "\n").encode()
+    read, write, exit_ = os.read, os.write, os._exit
+
+    def watch():
+        while read(wake_r, 1):
+            if main_frame.f_lineno == success_line:
+                write(vfd, ok_msg)
+                exit_(0)
+        exit_(1)
+
+    _thread.start_new_thread(watch, ())
+
+
+def _success_line():
+    with open(__file__, encoding="utf-8") as f:
+        return next(i for i, line in enumerate(f, 1) if line.rstrip().endswith("# <verdict>"))
+
+
+def _main():
+    # Private references taken before any user code can patch the modules they live in.
+    write, exit_, read, close, dup2 = os.write, os._exit, os.read, os.close, os.dup2
+    run, compile_ = exec, compile
+    base_exc, perm_error = BaseException, PermissionError
+    to_str, dict_t, type_t = str, dict, type
+    flushes = (sys.stdout.flush, sys.stderr.flush)  # os._exit below skips interpreter flushing
+
+    def flush():
+        for f in flushes:
+            try:
+                f()
+            except base_exc:
+                pass
+
+    chunks = []
+    while True:
+        chunk = read(0, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    del chunks
+    header, _, body = data.partition(b"\n")
+    nonce, box, vfd, cpu_s, mem_mb, file_mb, n_prog, n_tests = header.decode().split("\t")
+    vfd, n_prog, n_tests = int(vfd), int(n_prog), int(n_tests)
+    program = body[:n_prog].decode("utf-8", "replace")
+    tests = body[n_prog:n_prog + n_tests].decode("utf-8", "replace")
+    del data, body, header
+
+    def report_fail(kind, exc):
+        flush()
+        try:
+            name = type_t(exc).__name__
+        except base_exc:
+            name = "?"
+        try:
+            write(vfd, ("FAIL " + kind + " " + to_str(name) + "\n").encode())
+        except base_exc:
+            pass
+        exit_(1)
+
+    devnull = os.open(os.devnull, os.O_RDWR)
+    dup2(devnull, 0)
+    close(devnull)
+    os.environ.clear()
+    box = os.path.realpath(box)
+    os.chdir(box)
+    mb = 1 << 20
+    limits = [(resource.RLIMIT_CPU, int(cpu_s), int(cpu_s) + 1),
+              (resource.RLIMIT_AS, int(mem_mb) * mb, int(mem_mb) * mb),
+              (resource.RLIMIT_FSIZE, int(file_mb) * mb, int(file_mb) * mb),
+              (resource.RLIMIT_CORE, 0, 0),
+              (resource.RLIMIT_NOFILE, 256, 256),
+              (resource.RLIMIT_NPROC, 64, 64)]  # root ignores NPROC; the pids cgroup and hook hold
+    for which, soft, hard in limits:
+        resource.setrlimit(which, (soft, hard))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversize writes raise OSError, not kill
+
     # Modules the tests commonly use: imported now, restored after the program ran.
     import collections, fractions, functools, heapq, itertools, math, re, string  # noqa: E401
     guarded = {m: (sys.modules[m], dict(sys.modules[m].__dict__))
@@ -217,7 +252,11 @@ def _main():
     except base_exc as exc:
         report_fail("error", exc)
     del program, tests
-    sys.addaudithook(hook)
+    wake_r, wake_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    _start_verdict_thread(nonce, vfd, sys._getframe(), _success_line(), wake_r)
+    del nonce
+    _install_hook(box)
 
     namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
     try:
@@ -236,11 +275,8 @@ def _main():
     except base_exc as exc:
         report_fail("failed", exc)
     flush()
-    try:
-        write(vfd, ok_msg)
-    except base_exc:
-        exit_(1)
-    exit_(0)
+    write(wake_w, b"!"); read(hold_r, 1)  # <verdict>
+    exit_(1)
 
 
 _main()
