@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -51,10 +52,14 @@ def main(args: argparse.Namespace) -> int:
     from cipo_jax.evaluation.evaluate import format_table
     from cipo_jax.verifiers import VerifierPool
 
-    with VerifierPool(workers=2) as pool:
-        result = evaluate_run(args.checkpoint, step=args.step, tasks_spec=args.tasks, size=args.size, pool=pool,
-                              n=args.n, temperature=args.temperature, first_attempt=args.first_attempt,
-                              seed=args.seed, max_new_tokens=args.max_new_tokens)
+    try:
+        with VerifierPool(workers=2) as pool:
+            result = evaluate_run(args.checkpoint, step=args.step, tasks_spec=args.tasks, size=args.size, pool=pool,
+                                  n=args.n, temperature=args.temperature, first_attempt=args.first_attempt,
+                                  seed=args.seed, max_new_tokens=args.max_new_tokens)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"eval: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out) if args.out else Path(args.checkpoint) / f"eval_step{result['step']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

@@ -35,11 +35,11 @@ class EvalSettings:
 
     def __post_init__(self):
         if self.n < 1:
-            raise ValueError(f"eval: n must be >= 1, got {self.n}")
+            raise ValueError(f"n (samples per problem) must be >= 1, got {self.n}")
         if self.first_attempt not in ("greedy", "sampled"):
-            raise ValueError(f"eval: first_attempt must be greedy or sampled, got {self.first_attempt!r}")
+            raise ValueError(f"first_attempt must be greedy or sampled, got {self.first_attempt!r}")
         if not self.template:
-            raise ValueError("eval: the correction template is empty; pass the run's cipo.template")
+            raise ValueError("the correction template is empty; pass the run's cipo.template")
 
 
 def settings_from_config(cfg, **overrides) -> EvalSettings:
@@ -68,7 +68,7 @@ def _verify(pool, tasks: list[Task], texts: list[str]) -> np.ndarray:
 def evaluate_policy(model, tokenizer: Tokenizer, tasks: list[Task], settings: EvalSettings, pool) -> dict[str, Any]:
     """{"pass_at_k": {k: value}, "self_correction": {...}, "num_problems", "settings"}."""
     if not tasks:
-        raise ValueError("eval: no tasks to evaluate")
+        raise ValueError("no tasks to evaluate")
     s = settings
     prompts = [render_prompt(t, tokenizer, chat=s.chat) for t in tasks]
 

@@ -1,0 +1,82 @@
+"""PNG figures (matplotlib, Agg backend: no display needed): training curves and pass@k curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def moving_average(values: list[float], window: int) -> np.ndarray:
+    """Trailing mean over up to `window` points (shorter at the start), NaNs ignored."""
+    x = np.asarray(values, np.float64)
+    out = np.empty_like(x)
+    for i in range(len(x)):
+        chunk = x[max(0, i - window + 1):i + 1]
+        out[i] = np.nanmean(chunk) if np.isfinite(chunk).any() else np.nan
+    return out
+
+
+def plot_demo(metrics: list[dict[str, Any]], evals: dict[str, dict[str, Any]], path: str | Path) -> Path:
+    """Left: training reward per RL step (and its moving average). Right: pass@k per evaluated policy."""
+    plt = _pyplot()
+    fig, (ax_r, ax_k) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = [m["step"] for m in metrics]
+    reward = [np.nan if m.get("reward_mean") is None else m["reward_mean"] for m in metrics]
+    ax_r.plot(steps, reward, alpha=0.35, label="reward_mean")
+    ax_r.plot(steps, moving_average(reward, 10), label="moving average (10)")
+    ax_r.set(xlabel="RL step", ylabel="training reward", title="Training reward")
+    ax_r.legend()
+    for name, result in evals.items():
+        ks = sorted(int(k) for k in result["pass_at_k"])
+        ax_k.plot(ks, [result["pass_at_k"][str(k)] for k in ks], marker="o", label=name)
+    ax_k.set(xscale="log", xlabel="k", ylabel="pass@k", title="Held-out pass@k")
+    ax_k.set_xticks(ks, [str(k) for k in ks])
+    ax_k.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_compare(metrics: dict[str, list[list[dict[str, Any]]]], evals: dict[str, list[dict[str, Any]]],
+                 path: str | Path, *, window: int) -> Path:
+    """Per arm, mean over seeds (band: +- std): reward vs step, reward vs generated tokens, final pass@k."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for arm, runs in metrics.items():
+        length = min(len(ms) for ms in runs)
+        reward = np.array([moving_average([np.nan if m.get("reward_mean") is None else m["reward_mean"]
+                                           for m in ms[:length]], window) for ms in runs])
+        tokens = np.array([np.cumsum([m["tokens"] for m in ms[:length]]) for ms in runs]).mean(axis=0)
+        steps = np.arange(1, length + 1)
+        mean, std = reward.mean(axis=0), reward.std(axis=0)
+        for ax, x in ((axes[0], steps), (axes[1], tokens)):
+            ax.plot(x, mean, label=arm)
+            ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+        ks = sorted(int(k) for k in evals[arm][0]["pass_at_k"])
+        curves = np.array([[e["pass_at_k"][str(k)] for k in ks] for e in evals[arm]])
+        axes[2].errorbar(ks, curves.mean(axis=0), yerr=curves.std(axis=0), marker="o", capsize=3, label=arm)
+    axes[0].set(xlabel="RL step", ylabel=f"training reward (moving avg {window})", title="Equal steps")
+    axes[1].set(xlabel="generated tokens (cumulative)", ylabel=f"training reward (moving avg {window})",
+                title="Equal token budget")
+    axes[2].set(xscale="log", xlabel="k", ylabel="pass@k", title="Held-out pass@k, final checkpoints")
+    axes[2].set_xticks(ks, [str(k) for k in ks])
+    for ax in axes:
+        ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
