@@ -92,7 +92,7 @@ def _install_hook(box):
         "ctypes.addressof", "os.chroot", "os.setxattr", "os.removexattr", "os.chflags",
         "os.lchflags", "os.mknod", "os.mkfifo", "cpython.PyInterpreterState_New",
     ))
-    denied_modules = frozenset(("ctypes", "_ctypes", "_posixsubprocess", "cffi", "_cffi_backend",
+    denied_modules = frozenset(("_signal", "ctypes", "_ctypes", "_posixsubprocess", "cffi", "_cffi_backend",
                                 "_xxsubinterpreters", "_lsprof", "_tracemalloc", "faulthandler"))
     # event -> positions of path arguments that must resolve inside the box
     path_events = {"os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1),
@@ -169,6 +169,20 @@ def _start_verdict_thread(nonce, vfd, main_frame, success_line, wake_r):
         exit_(1)
 
     _thread.start_new_thread(watch, ())
+
+
+def _refuse_signal_handler(*args, **kwargs):
+    raise PermissionError("sandbox: installing signal handlers is not allowed")
+
+
+def _disable_signal_handlers():
+    """A Python signal handler receives the interrupted frame, and through f_back/f_globals
+    the harness and test namespaces: refuse handlers (the module cannot be re-imported, the
+    hook denies `import _signal`)."""
+    import _signal
+
+    _signal.signal = signal.signal = _refuse_signal_handler
+    del sys.modules["signal"]  # `import signal` re-runs signal.py, which needs _signal: cached
 
 
 def _success_line():
@@ -257,6 +271,7 @@ def _main():
     _start_verdict_thread(nonce, vfd, sys._getframe(), _success_line(), wake_r)
     del nonce
     _install_hook(box)
+    _disable_signal_handlers()
 
     namespace = {"__name__": "__sandbox__", "__builtins__": builtins}
     try:
