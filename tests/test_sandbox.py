@@ -192,6 +192,9 @@ def test_writes_outside_temp_dir_fail_and_honest_recovery_passes(tmp_path):
         f"import shutil\nshutil.rmtree({str(tmp_path)!r})\n",
         f"import os\nos.chmod({str(target)!r}, 0o777)\n",
         "open('/etc/cipo_sandbox_probe', 'w')\n",
+        "import sqlite3\nsqlite3.connect('/etc/cipo_sandbox_probe')\n",
+        "import sqlite3\nsqlite3.connect('file:/etc/cipo_sandbox_probe?mode=rwc', uri=True)\n",
+        "import dbm\ndbm.open('/etc/cipo_sandbox_probe', 'c')\n",
     ]
     for attack in attacks:
         result = run(GOOD + attack)

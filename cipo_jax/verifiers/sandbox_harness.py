@@ -93,7 +93,8 @@ def _install_hook(box):
         "os.lchflags", "os.mknod", "os.mkfifo", "cpython.PyInterpreterState_New",
     ))
     denied_modules = frozenset(("_signal", "ctypes", "_ctypes", "_posixsubprocess", "cffi", "_cffi_backend",
-                                "_xxsubinterpreters", "_lsprof", "_tracemalloc", "faulthandler"))
+                                "_xxsubinterpreters", "_lsprof", "_tracemalloc", "faulthandler",
+                                "_dbm", "_gdbm"))  # these open files in C, unaudited
     # event -> positions of path arguments that must resolve inside the box
     path_events = {"os.remove": (0,), "os.rmdir": (0,), "os.mkdir": (0,), "os.rename": (0, 1),
                    "os.link": (0, 1), "os.symlink": (1,), "os.chmod": (0,), "os.chown": (0,),
@@ -131,6 +132,14 @@ def _install_hook(box):
                     deny("writing " + to_str(path))
             elif not readable(path):
                 deny("reading " + to_str(path))
+            return
+        if event == "sqlite3.connect":
+            database = args[0]
+            if is_inst(database, bytes_t):
+                database = database.decode("utf-8", "replace")
+            if database.startswith("file:") or (database not in (":memory:", "")
+                                                and not inside_box(database)):
+                deny("sqlite3 database outside the temp dir")
             return
         if event == "object.__setattr__" and args[1] in ("__code__", "__globals__", "__closure__"):
             deny(event)
