@@ -73,6 +73,26 @@ def check_run_dir(run_dir: Path) -> None:
         raise TrainingError(f"run directory {run_dir} is not writable: {e.strerror or e}") from None
 
 
+def check_prompt_lengths(cfg: Config, tasks: list[Task], tokenizer, context: int) -> None:
+    """Fail before any work when the longest prompt (or, with corrections on, its correction prompt
+    quoting a full-length attempt) cannot fit with sampling.max_new_tokens in the model context."""
+    from cipo_jax.data.correction import render_correction, render_prompt
+
+    new = cfg.sampling.max_new_tokens
+    lengths = [len(render_prompt(t, tokenizer, chat=cfg.tasks.chat)) for t in tasks]
+    i = int(np.argmax(lengths))
+    if lengths[i] + new > context:
+        raise ValueError(f"task {tasks[i].id!r}: prompt of {lengths[i]} tokens + sampling.max_new_tokens={new} "
+                         f"exceeds the model context of {context} tokens")
+    if cfg.cipo.C > 0:
+        # The attempt is re-encoded inside the correction prompt; its length is about max_new.
+        need = len(render_correction(tasks[i], "", tokenizer, chat=cfg.tasks.chat, template=cfg.cipo.template)) + 2 * new
+        if need > context:
+            raise ValueError(f"task {tasks[i].id!r}: a correction prompt (prompt, a {new}-token attempt, template) plus "
+                             f"sampling.max_new_tokens={new} needs up to {need} tokens, over the model context of "
+                             f"{context}; lower sampling.max_new_tokens or set cipo.C=0")
+
+
 def task_stream(tasks: list[Task], seed: int, cursor: int, count: int) -> list[Task]:
     """Prompts [cursor, cursor+count) of the endless stream: each epoch a fresh permutation."""
     out = []
@@ -105,6 +125,7 @@ class Trainer:
         self.tokenizer = build_tokenizer(cfg, self.tasks, self.run_dir)
         self.mesh = make_mesh(cfg.mesh)
         model = build_model(cfg, self.tokenizer, seed=cfg.run.seed)
+        check_prompt_lengths(cfg, self.tasks, self.tokenizer, model.config.max_position_embeddings)
         self.model = shard_model(model, self.mesh)
         self.graphdef, params, self.rest = step_lib.split_model(self.model)
         self.shards = step_lib.batch_shards(self.mesh)
