@@ -80,3 +80,27 @@ def test_bad_reference_is_an_error_status_not_an_exception():
     assert verdict.status == "error"
     with pytest.raises(ValueError, match="differ in length"):
         verify_batch(["a"], [])
+
+
+def test_exact_number_fast_path_agrees_with_math_verify():
+    import random
+
+    from math_verify import parse
+    from math_verify import verify as mv_verify
+
+    from cipo_jax.verifiers.math import _fast_decision
+
+    rng = random.Random(0)
+    forms = [lambda p, q: str(p), lambda p, q: f"{p}/{q}", lambda p, q: rf"\frac{{{p}}}{{{q}}}",
+             lambda p, q: rf"\dfrac{{{p}}}{{{q}}}", lambda p, q: f"{p / q:.4f}".rstrip("0")]
+    decided = 0
+    for _ in range(150):
+        p, q = rng.randint(-30, 30), rng.randint(1, 12)
+        p2, q2 = (p, q) if rng.random() < 0.5 else (rng.randint(-30, 30), rng.randint(1, 12))
+        a, b = rng.choice(forms)(p, q), rng.choice(forms)(p2, q2)
+        fast = _fast_decision(a, b)
+        if fast is not None:
+            decided += 1
+            expected = mv_verify(parse(f"${b}$"), parse(f"${a}$"))
+            assert fast == expected, (a, b)
+    assert decided > 100

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import re
+from fractions import Fraction
 from functools import lru_cache
 
 from cipo_jax.verifiers.extract import final_answer
 
-_INTEGER = re.compile(r"[-+]?\d+")
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
+_FRACTION = re.compile(r"(-?)\\[dt]?frac\{([-+]?\d+)\}\{([-+]?\d+)\}|([-+]?\d+)/([-+]?\d+)")
 
 
 @lru_cache(maxsize=4096)
@@ -25,13 +27,33 @@ def _parse(text: str):
     return parse(f"${text}$", parsing_timeout=None)
 
 
+def _exact_number(text: str) -> Fraction | None:
+    """An integer, decimal or plain fraction (`3`, `-0.25`, `\\frac{3}{4}`, `3/4`) as a Fraction."""
+    text = text.replace(",", "") if re.fullmatch(r"-?\d{1,3}(,\d{3})+", text) else text
+    if _NUMBER.fullmatch(text):
+        return Fraction(text)
+    match = _FRACTION.fullmatch(text)
+    if match is None:
+        return None
+    sign, num, den = (match[1], match[2], match[3]) if match[2] else ("", match[4], match[5])
+    if int(den) == 0:
+        return None
+    return Fraction(int(num), int(den)) * (-1 if sign else 1)
+
+
 def _fast_decision(predicted: str, answer: str) -> bool | None:
-    """Decide without sympy when it is certain: identical strings, or two plain integers."""
+    """Decide without sympy when it is certain: identical strings, or two exact numbers that are
+    equal, or far apart (near misses go to math-verify, which rounds to 6 digits)."""
     a, b = "".join(predicted.split()), "".join(answer.split())
     if a and a == b:
         return True
-    if _INTEGER.fullmatch(a) and _INTEGER.fullmatch(b):
-        return int(a) == int(b)
+    x, y = _exact_number(a), _exact_number(b)
+    if x is None or y is None:
+        return None
+    if x == y:
+        return True
+    if abs(x - y) > Fraction(1, 1000) * max(1, abs(y)):
+        return False
     return None
 
 
