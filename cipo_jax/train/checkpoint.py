@@ -61,6 +61,10 @@ def fingerprint(tree: Any) -> dict[str, int]:
     return {jax.tree_util.keystr(path): int(v) for path, v in jax.tree_util.tree_flatten_with_path(prints)[0]}
 
 
+def _first_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+
+
 class Checkpointer:
     def __init__(self, directory: str | Path, *, keep: int = 3, async_save: bool = True):
         self.directory = Path(directory).absolute()
@@ -76,14 +80,14 @@ class Checkpointer:
         args = ocp.args.Composite(arrays=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta))
         try:
             self._mngr.save(step, args=args, force=force)
-        except OSError as e:
-            raise CheckpointError(f"saving checkpoint {self.directory / str(step)} failed: {e}") from e
+        except Exception as e:  # also an earlier async save that failed surfaces here
+            raise CheckpointError(f"saving checkpoint {self.directory / str(step)} failed: {_first_line(e)}") from e
 
     def wait(self) -> None:
         try:
             self._mngr.wait_until_finished()
-        except OSError as e:  # an async write that failed (disk full, directory gone)
-            raise CheckpointError(f"writing a checkpoint under {self.directory} failed: {e}") from e
+        except Exception as e:  # an async write that failed (disk full, directory gone)
+            raise CheckpointError(f"writing a checkpoint under {self.directory} failed: {_first_line(e)}") from e
 
     def restore_latest(self, abstract_arrays: Any) -> tuple[int, Any, dict[str, Any]] | None:
         """Newest intact checkpoint as (step, arrays, meta); None when there are no checkpoints;
@@ -97,7 +101,7 @@ class Checkpointer:
             try:
                 return (step, *self._restore_verified(step, abstract_arrays))
             except Exception as e:  # a torn or corrupt step: fall back to the previous one
-                reason = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+                reason = _first_line(e)
                 problems.append(f"{self.directory / str(step)} ({reason})")
                 log.warning("checkpoint %s is unreadable (%s); falling back to an earlier one",
                             self.directory / str(step), reason)

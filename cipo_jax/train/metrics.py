@@ -43,8 +43,11 @@ class MetricsWriter:
         if not self.is_main:
             return
         row = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        except OSError as e:  # a failed write() names no file: name it (disk full, quota)
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
         if self._tb is not None:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):

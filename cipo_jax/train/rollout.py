@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
@@ -28,6 +29,7 @@ class Rollouts:
     metrics: dict[str, float]
     replay: corr.ReplayState
     statuses: dict[str, int] = field(default_factory=dict)
+    num_prompts: int = 0  # prompts drawn, refills included
 
 
 def completion_text(tokens: list[int], tokenizer: Tokenizer, finish: str) -> str:
@@ -62,26 +64,44 @@ class RolloutWorker:
         verdicts = self.pool.score_batch([(t.verifier, x, t.reference, t.meta) for t, x in zip(tasks, texts)])
         return np.array([v.reward for v in verdicts], np.float64), [v.status for v in verdicts]
 
-    def collect(self, model, tasks: list[Task], *, step_seed: int, replay: corr.ReplayState) -> Rollouts:
+    def _attempts(self, model, tasks: list[Task], seed: int, timings: dict, statuses: dict):
+        """Steps 1-2 for `tasks`: prompts, G samples each, their texts and verified rewards [B, G]."""
+        G = self.cfg.grpo.group_size
+        prompts = [render_prompt(t, self.tokenizer, chat=self.cfg.tasks.chat) for t in tasks]
+        res, dt = self._sample(model, prompts, G, seed=seed)
+        timings["time_sample"] += dt
+        texts = [completion_text(toks, self.tokenizer, fin) for toks, fin in zip(res.tokens, res.finish_reason)]
+        t0 = time.perf_counter()
+        flat, st = self._score([tasks[i] for i in res.prompt_index], texts)
+        timings["time_verify"] += time.perf_counter() - t0
+        for s in st:
+            statuses[s] = statuses.get(s, 0) + 1
+        return prompts, res, texts, flat.reshape(len(tasks), G)
+
+    def collect(self, model, tasks: list[Task], *, step_seed: int, replay: corr.ReplayState,
+                refill: Callable[[], list[Task]] | None = None) -> Rollouts:
+        """One rollout batch. `refill` supplies more prompts for DAPO dynamic sampling."""
         cfg, tok = self.cfg, self.tokenizer
         G, M = cfg.grpo.group_size, cfg.cipo.M
         timings = {"time_sample": 0.0, "time_verify": 0.0}
         statuses: dict[str, int] = {}
 
         # Steps 1-2: G attempts per prompt, verified on the host.
-        prompts = [render_prompt(t, tok, chat=cfg.tasks.chat) for t in tasks]
-        res, dt = self._sample(model, prompts, G, seed=step_seed)
-        timings["time_sample"] += dt
-        texts = [completion_text(toks, tok, fin) for toks, fin in zip(res.tokens, res.finish_reason)]
-        t0 = time.perf_counter()
-        flat_rewards, st = self._score([tasks[i] for i in res.prompt_index], texts)
-        timings["time_verify"] += time.perf_counter() - t0
-        for s in st:
-            statuses[s] = statuses.get(s, 0) + 1
+        prompts, res, texts, rewards = self._attempts(model, tasks, step_seed, timings, statuses)
+        tokens, logprobs, finish = res.tokens, res.logprobs, res.finish_reason
+        # DAPO dynamic sampling: draw more prompts until B groups carry signal (reward variance).
+        rounds = 0
+        while (cfg.grpo.dynamic_sampling and refill is not None and rounds < cfg.grpo.max_refill_rounds
+               and int((np.ptp(rewards, axis=1) > 0).sum()) < cfg.grpo.num_prompts):
+            rounds += 1
+            extra = refill()
+            p2, r2, t2, rw2 = self._attempts(model, extra, step_seed + 7_777 * rounds, timings, statuses)
+            tasks, prompts, texts = tasks + extra, prompts + p2, texts + t2
+            tokens, logprobs, finish = tokens + r2.tokens, logprobs + r2.logprobs, finish + r2.finish_reason
+            rewards = np.concatenate([rewards, rw2])
         B = len(tasks)
-        rewards = flat_rewards.reshape(B, G)
-        lengths = np.array([len(t) for t in res.tokens]).reshape(B, G)
-        truncated = np.array([f == "length" for f in res.finish_reason]).reshape(B, G)
+        lengths = np.array([len(t) for t in tokens]).reshape(B, G)
+        truncated = np.array([f == "length" for f in finish]).reshape(B, G)
 
         # DAPO overlong handling shapes the reward the policy gradient sees, not the verdict.
         pg_rewards = rewards.copy()
@@ -91,14 +111,16 @@ class RolloutWorker:
         elif cfg.grpo.overlong == "filter":
             counted &= ~truncated
 
-        # Step 3: group-normalised advantages. DAPO dynamic sampling drops zero-variance groups
-        # from the policy-gradient stream (they remain correction sources).
+        # Step 3: group-normalised advantages. With dynamic sampling, zero-variance groups leave
+        # the policy-gradient stream (it keeps the first B with signal); every group can still
+        # be a correction source.
         adv = np.asarray(grpo_advantages(pg_rewards, std_normalize=cfg.grpo.std_normalize, eps=cfg.grpo.adv_eps))
         zero_var = np.ptp(pg_rewards, axis=1) == 0
         if cfg.grpo.dynamic_sampling:
-            counted &= ~zero_var[:, None]
+            keep = ~zero_var & (np.cumsum(~zero_var) <= cfg.grpo.num_prompts)
+            counted &= keep[:, None]
 
-        rows = [Row(prompt=prompts[i // G], completion=res.tokens[i], logprobs=res.logprobs[i],
+        rows = [Row(prompt=prompts[i // G], completion=tokens[i], logprobs=logprobs[i],
                     advantage=float(adv.flat[i]), stream=ORIGINAL, counted=bool(counted.flat[i]))
                 for i in range(B * G)]
         metrics = {
@@ -107,6 +129,7 @@ class RolloutWorker:
             "zero_var_frac": float(zero_var.mean()),
             "response_len": float(lengths.mean()),
             "truncated_frac": float(truncated.mean()),
+            "refill_rounds": float(rounds),
         }
         gen_tokens = int(lengths.sum())
 
@@ -148,4 +171,4 @@ class RolloutWorker:
         metrics.update(timings)
         metrics["tokens"] = float(gen_tokens)
         metrics["rollout_tokens_per_s"] = gen_tokens / max(timings["time_sample"], 1e-9)
-        return Rollouts(rows=rows, metrics=metrics, replay=new_replay, statuses=statuses)
+        return Rollouts(rows=rows, metrics=metrics, replay=new_replay, statuses=statuses, num_prompts=B)

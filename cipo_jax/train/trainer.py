@@ -35,7 +35,8 @@ from cipo_jax.train.policy import build_model, build_tokenizer
 
 log = logging.getLogger(__name__)
 
-SFT_TAG = "sft_done"
+ROW_BUCKET = 32  # rows per jitted-step shape bucket
+LOSS_METRICS = ("loss", "loss_pg", "loss_corr", "loss_nll", "kl", "entropy", "clip_frac", "grad_norm")
 
 
 class TrainingError(RuntimeError):
@@ -228,16 +229,12 @@ class Trainer:
         previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
         return previous
 
-    def rl_step(self, worker) -> dict[str, float]:
+    def _optimise(self, rows: list[Row], step: int) -> tuple[dict[str, float], int]:
+        """minibatches x (accumulated, sharded) updates on one rollout batch; (mean metrics, skipped)."""
         cfg = self.cfg
-        t_start = time.perf_counter()
-        step = self.progress.step
-        tasks = task_stream(self.tasks, cfg.tasks.seed, self.progress.cursor, cfg.grpo.num_prompts)
-        ro = worker.collect(self.current_model(), tasks, step_seed=step_seed(cfg.run.seed, step),
-                            replay=self.progress.replay)
-        t_update = time.perf_counter()
         mb, accum = cfg.optim.minibatches, cfg.optim.grad_accum
-        packed = pack_rows(ro.rows, row_multiple=mb * accum * self.shards,
+        unit = mb * accum * self.shards
+        packed = pack_rows(rows, row_multiple=unit * -(-ROW_BUCKET // unit),
                            max_len=self.model.config.max_position_embeddings)
         # Without a reference model the "kl" metric measures the drift from pi_old instead
         # (beta_kl is 0 then, so it never enters the loss).
@@ -259,16 +256,39 @@ class Trainer:
             skipped += int(metrics.pop("skipped"))
             for name, v in metrics.items():
                 sums[name] = sums.get(name, 0.0) + v / mb
+        return sums, skipped
+
+    def rl_step(self, worker) -> dict[str, float]:
+        cfg = self.cfg
+        t_start = time.perf_counter()
+        step = self.progress.step
+        B = cfg.grpo.num_prompts
+        drawn = [B]
+
+        def refill() -> list[Task]:
+            extra = task_stream(self.tasks, cfg.tasks.seed, self.progress.cursor + sum(drawn), B)
+            drawn.append(B)
+            return extra
+
+        tasks = task_stream(self.tasks, cfg.tasks.seed, self.progress.cursor, B)
+        ro = worker.collect(self.current_model(), tasks, step_seed=step_seed(cfg.run.seed, step),
+                            replay=self.progress.replay, refill=refill)
+        t_update = time.perf_counter()
+        # Rows outside every loss term (filtered, or zero-variance under dynamic sampling) are not
+        # computed at all; the row count is bucketed so the step compiles for few shapes.
+        rows = [r for r in ro.rows if r.counted]
+        # No row in any loss term: no update at all (Adam's momentum would still move the weights).
+        sums, skipped = self._optimise(rows, step) if rows else (dict.fromkeys(LOSS_METRICS, float("nan")), 0)
         out = dict(ro.metrics)
         out.update(sums)
         out["time_update"] = time.perf_counter() - t_update
         out["skipped_updates"] = float(skipped)
         for status, count in ro.statuses.items():
             out[f"verify_{status}"] = float(count)
-        self.progress.cursor += cfg.grpo.num_prompts
+        self.progress.cursor += ro.num_prompts
         self.progress.replay = ro.replay
         self.progress.skipped_total += skipped
-        self.progress.bad_steps = self.progress.bad_steps + 1 if skipped == mb else 0
+        self.progress.bad_steps = self.progress.bad_steps + 1 if skipped == cfg.optim.minibatches else 0
         self.progress.step += 1
         out["step_time"] = time.perf_counter() - t_start
         return out
