@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     cmd = argparse.ArgumentParser(prog=f"python -m cipo_jax {name}", description=COMMANDS[name][1])
     module.add_arguments(cmd)
-    args = cmd.parse_args(argv[1:])
+    try:  # lets `key=value` overrides and flags come in any order
+        args = cmd.parse_intermixed_args(argv[1:])
+    except TypeError:  # parsers with a REMAINDER argument (bench) cannot intermix
+        args = cmd.parse_args(argv[1:])
     from cipo_jax.configlib import ConfigError
 
     try:

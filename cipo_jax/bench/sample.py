@@ -33,8 +33,9 @@ def load_hf_reference(gguf_path: Path, threads: int = 2):
     return model.eval()
 
 
-def hf_greedy(hf_model, prompts: list[list[int]], new_tokens: int) -> list[list[int]]:
-    """transformers greedy decoding of equal-length prompts, exactly `new_tokens` tokens each."""
+def hf_greedy(hf_model, prompts: list[list[int]], new_tokens: int, *, fixed_length: bool = True) -> list[list[int]]:
+    """transformers greedy decoding of equal-length prompts: exactly `new_tokens` tokens each
+    (EOS suppressed, as transformers' min_new_tokens does), or up to and including EOS."""
     import torch
 
     ids = torch.tensor(prompts)
@@ -44,7 +45,7 @@ def hf_greedy(hf_model, prompts: list[list[int]], new_tokens: int) -> list[list[
             attention_mask=torch.ones_like(ids),
             do_sample=False,
             max_new_tokens=new_tokens,
-            min_new_tokens=new_tokens,
+            min_new_tokens=new_tokens if fixed_length else None,
             pad_token_id=hf_model.config.eos_token_id,
         )
     return out[:, ids.shape[1] :].tolist()
@@ -88,7 +89,9 @@ def main(args: argparse.Namespace) -> int:
     print(f"memory bandwidth: copy {copy_bw / 1e9:.1f} GB/s, matrix-vector read {read_bw / 1e9:.1f} GB/s (roofline uses the read)")
     print(f"{args.new_tokens} new tokens, prompts of {args.prompt_len} tokens, greedy, best of {args.repeats} (ours) / {args.hf_repeats} (HF)")
     header = f"{'batch':>5} {'ours tok/s':>10} {'HF tok/s':>9} {'ratio':>6} {'roofline':>9} {'of roof':>7} {'compile s':>9} {'same tokens':>11}"
+    print("(same tokens: share of rows equal to transformers' up to the first EOS)")
     print(header)
+    eos = model.config.eos_token_id
     rng = np.random.default_rng(0)
     for batch in [int(b) for b in args.batches.split(",")]:
         prompts = rng.integers(1000, 40000, size=(batch, args.prompt_len)).tolist()
@@ -110,13 +113,18 @@ def main(args: argparse.Namespace) -> int:
             hf_tokens = hf_greedy(hf_model, prompts, args.new_tokens)
             hf_tps = batch * args.new_tokens / _best(lambda: hf_greedy(hf_model, prompts, args.new_tokens), args.hf_repeats)
             ratio = ours_tps / hf_tps
-            same = np.mean([a == b for a, b in zip(our_tokens, hf_tokens)])
+            same = np.mean([_before_eos(a, eos) == _before_eos(b, eos) for a, b in zip(our_tokens, hf_tokens)])
         print(
             f"{batch:>5} {ours_tps:>10.1f} {hf_tps:>9.1f} {ratio:>5.2f}x {roof:>9.1f} {ours_tps / roof:>7.0%} "
             f"{first - ours_s:>9.1f} {same:>11.0%}",
             flush=True,
         )
     return 0
+
+
+def _before_eos(tokens: list[int], eos: tuple[int, ...]) -> list[int]:
+    # transformers' min_new_tokens forbids EOS, our fixed-length run does not: compare up to it.
+    return next((tokens[:i] for i, t in enumerate(tokens) if t in eos), tokens)
 
 
 def _best(fn, repeats: int) -> float:

@@ -65,6 +65,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"math verify_batch ({label}): {n} items, {rate:.0f} items/s "
                   f"({args.workers} workers; {correct} verified correct)")
 
+    if args.code_runs <= 0:
+        return 0
     problems = list(read_problems().values())[: args.code_runs]
     programs = [p["prompt"] + p["canonical_solution"] for p in problems]
     tests = [p["test"] + f"\ncheck({p['entry_point']})\n" for p in problems]

@@ -62,7 +62,11 @@ def fingerprint(tree: Any) -> dict[str, int]:
 
 
 def _first_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:300]}"
+    """One line for logs and errors; a long one keeps its end, where tensorstore puts the cause."""
+    line = (str(e).strip().splitlines() or [""])[0]
+    if len(line) > 400:
+        line = f"{line[:150]} ... {line[-250:]}"
+    return f"{type(e).__name__}: {line}"
 
 
 class Checkpointer:

@@ -1,9 +1,12 @@
 """Persistent verifier worker processes with one wall-clock deadline per item.
 
-Workers are started with the "spawn" context (the trainer has JAX threads; fork is unsafe) and
-handle one item at a time, so the parent knows which item a worker is on. A worker that passes
-the deadline is killed and replaced (item: "timeout"); one that dies is replaced (item:
-"crashed"); a malformed reply is an "error". The batch always completes.
+Workers are started with the "spawn" context (the trainer has JAX threads; fork is unsafe). The
+parent hands each worker a short run of consecutive items (the G rollouts of one prompt share a
+reference, so the worker's parse cache hits) and the worker replies item by item, so the parent
+always knows which item a worker is on and when it started. A worker that passes an item's
+deadline is killed and replaced (item: "timeout"); one that dies is replaced (item: "crashed");
+a malformed reply is an "error". Unfinished items of a replaced worker go back to the queue.
+The batch always completes.
 """
 
 from __future__ import annotations
@@ -17,13 +20,25 @@ from multiprocessing.connection import wait
 from cipo_jax.verifiers.table import Verdict, lookup
 
 _CODE_SLACK_S = 3.0  # sandbox start-up and cleanup on top of the program's own time limit
+_MAX_RUN = 16  # items handed to a worker at once
 
 
 def _warm_up() -> None:
     """Import and exercise math-verify once, so no item's deadline pays for it."""
     from cipo_jax.verifiers.math import check
 
-    check(r"\boxed{1/2}", "0.5")
+    check(r"\boxed{x^2}", "x^2")
+
+
+def _score_one(item: tuple, table: dict | None) -> tuple[float, str, str]:
+    name, response, reference, meta = item
+    try:
+        verdict = lookup(name, table)(response, reference, meta)
+        if not isinstance(verdict, Verdict):
+            raise TypeError(f"verifier {name!r} returned {type(verdict).__name__}")
+        return verdict.reward, verdict.status, verdict.detail
+    except Exception as exc:  # a verifier bug or bad input fails this item only
+        return 0.0, "error", f"{type(exc).__name__}: {exc}"[:500]
 
 
 def _worker_main(conn, table) -> None:
@@ -34,18 +49,11 @@ def _worker_main(conn, table) -> None:
     conn.send("ready")
     while True:
         try:
-            item = conn.recv()
+            run = conn.recv()
         except (EOFError, OSError):
             return
-        name, response, reference, meta = item
-        try:
-            verdict = lookup(name, table)(response, reference, meta)
-            if not isinstance(verdict, Verdict):
-                raise TypeError(f"verifier {name!r} returned {type(verdict).__name__}")
-            reply = (verdict.reward, verdict.status, verdict.detail)
-        except Exception as exc:  # a verifier bug or bad input fails this item only
-            reply = (0.0, "error", f"{type(exc).__name__}: {exc}"[:500])
-        conn.send(reply)
+        for item in run:
+            conn.send(_score_one(item, table))
 
 
 class _Worker:
@@ -55,8 +63,8 @@ class _Worker:
         self.process.start()
         child.close()
         self.ready = False
-        self.item: int | None = None
-        self.deadline = 0.0
+        self.queue: deque[int] = deque()  # item indices sent, in order; the first is running
+        self.deadline = 0.0  # for the first item of the queue
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -88,32 +96,52 @@ class VerifierPool:
             worker.kill()
         self._workers = []
 
-    def _deadline(self, item: tuple, timeout_s: float) -> float:
+    def _item_timeout(self, item: tuple, timeout_s: float) -> float:
         name, _, _, meta = item
         if name == "code":
-            timeout_s = max(timeout_s, float((meta or {}).get("timeout_s", 5.0)) + _CODE_SLACK_S)
-        return time.monotonic() + timeout_s
+            return max(timeout_s, float((meta or {}).get("timeout_s", 5.0)) + _CODE_SLACK_S)
+        return timeout_s
 
-    def _replace(self, worker: _Worker) -> None:
+    def _replace(self, worker: _Worker, pending: deque) -> None:
+        """Kill and replace `worker`; items it had not started go back to the queue front."""
+        pending.extendleft(reversed(list(worker.queue)[1:]))
         worker.kill()
         self._workers[self._workers.index(worker)] = _Worker(self._ctx, self._table)
 
-    def _on_startup_message(self, worker: _Worker) -> None:
+    def _on_startup_message(self, worker: _Worker, pending: deque) -> None:
         try:
             worker.ready = worker.conn.recv() == "ready"
         except (EOFError, OSError):
-            self._replace(worker)
+            self._replace(worker, pending)
 
-    def _await_ready(self) -> None:
+    def _await_ready(self, pending: deque) -> None:
         """Block until a worker finished its start-up; item deadlines start only after it."""
         for _ in range(3):
             if any(w.ready for w in self._workers):
                 return
             starting = list(self._workers)
             for conn in wait([w.conn for w in starting], timeout=120):
-                self._on_startup_message(next(w for w in starting if w.conn is conn))
+                self._on_startup_message(next(w for w in starting if w.conn is conn), pending)
         if not any(w.ready for w in self._workers):
             raise RuntimeError("verifier workers fail to start; run one by hand to see why")
+
+    def _dispatch(self, items: list, pending: deque, timeout_s: float,
+                  results: list) -> None:
+        idle = [w for w in self._workers if w.ready and not w.queue]
+        for worker in idle:
+            if not pending:
+                return
+            size = max(1, min(_MAX_RUN, len(pending) // len(idle)))
+            run = [pending.popleft() for _ in range(min(size, len(pending)))]
+            try:
+                worker.conn.send([tuple(items[i]) for i in run])
+            except (OSError, ValueError):
+                worker.queue.extend(run)
+                results[run[0]] = Verdict(0.0, "crashed", "worker unreachable")
+                self._replace(worker, pending)
+                continue
+            worker.queue.extend(run)
+            worker.deadline = time.monotonic() + self._item_timeout(items[run[0]], timeout_s)
 
     def score_batch(self, items: list[tuple], *, timeout_s: float | None = None) -> list[Verdict]:
         """Verdicts in input order; every item gets one, whatever its worker does."""
@@ -124,19 +152,10 @@ class VerifierPool:
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         results: list[Verdict | None] = [None] * len(items)
         pending = deque(range(len(items)))
-        while pending or any(w.item is not None for w in self._workers):
-            self._await_ready()
-            for worker in list(self._workers):
-                if worker.ready and worker.item is None and pending:
-                    index = pending.popleft()
-                    try:
-                        worker.conn.send(tuple(items[index]))
-                    except (OSError, ValueError):
-                        results[index] = Verdict(0.0, "crashed", "worker unreachable")
-                        self._replace(worker)
-                        continue
-                    worker.item, worker.deadline = index, self._deadline(items[index], timeout_s)
-            busy = [w for w in self._workers if w.item is not None]
+        while pending or any(w.queue for w in self._workers):
+            self._await_ready(pending)
+            self._dispatch(items, pending, timeout_s, results)
+            busy = [w for w in self._workers if w.queue]
             starting = [w for w in self._workers if not w.ready]
             if not busy:
                 continue
@@ -144,23 +163,36 @@ class VerifierPool:
             ready = wait([w.conn for w in busy + starting], timeout=wait_s)
             for worker in starting:
                 if worker.conn in ready:
-                    self._on_startup_message(worker)
+                    self._on_startup_message(worker, pending)
             for worker in busy:
                 if worker.conn in ready:
-                    try:
-                        reward, status, detail = worker.conn.recv()
-                        results[worker.item] = Verdict(float(reward), str(status), str(detail))
-                        worker.item = None
-                    except (EOFError, OSError):
-                        results[worker.item] = Verdict(0.0, "crashed", "verifier process died")
-                        self._replace(worker)
-                    except (TypeError, ValueError) as exc:
-                        results[worker.item] = Verdict(0.0, "error", f"malformed reply: {exc}")
-                        worker.item = None
+                    self._receive(worker, items, pending, timeout_s, results)
                 elif time.monotonic() >= worker.deadline:
-                    results[worker.item] = Verdict(0.0, "timeout", f"over {timeout_s:g} s")
-                    self._replace(worker)
+                    limit = self._item_timeout(items[worker.queue[0]], timeout_s)
+                    results[worker.queue[0]] = Verdict(0.0, "timeout", f"over {limit:g} s")
+                    self._replace(worker, pending)
         return results  # type: ignore[return-value]
+
+    def _receive(self, worker: _Worker, items: list, pending: deque, timeout_s: float,
+                 results: list) -> None:
+        """Take every reply the worker has ready; restart the deadline for its next item."""
+        while worker.queue and worker.conn.poll():
+            index = worker.queue[0]
+            try:
+                reply = worker.conn.recv()
+            except (EOFError, OSError):
+                results[index] = Verdict(0.0, "crashed", "verifier process died")
+                self._replace(worker, pending)
+                return
+            try:
+                reward, status, detail = reply
+                results[index] = Verdict(float(reward), str(status), str(detail))
+            except (TypeError, ValueError) as exc:
+                results[index] = Verdict(0.0, "error", f"malformed reply: {exc}")
+            worker.queue.popleft()
+            if worker.queue:
+                worker.deadline = time.monotonic() + self._item_timeout(
+                    items[worker.queue[0]], timeout_s)
 
 
 _SHARED: VerifierPool | None = None
