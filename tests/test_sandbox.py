@@ -13,36 +13,51 @@ import time
 
 import pytest
 
-from cipo_jax.verifiers.code import _cgroup_root, _namespace_mode, run_tests, run_tests_batch
+from cipo_jax.verifiers import code
+from cipo_jax.verifiers.code import _namespace_mode, run_tests, run_tests_batch
 
 OK_TESTS = "assert add(2, 3) == 5"
 GOOD = "def add(a, b):\n    return a + b\n"
 BAD = "def add(a, b):\n    return a - b\n"
 
 
-def _sandbox_processes() -> list[int]:
+@pytest.fixture(autouse=True)
+def private_tmp(tmp_path_factory, monkeypatch):
+    """Sandbox temp dirs and cgroups of this test only, so other users of the host don't count."""
+    root = tmp_path_factory.mktemp("sandbox_root")
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    made = []
+    real = code._make_cgroup
+    monkeypatch.setattr(code, "_make_cgroup", lambda: made.append(real()) or made[-1])
+    _PRIVATE[:] = [root, made]
+    return root, made
+
+
+_PRIVATE: list = []  # (temp root, cgroups made) of the running test
+
+
+def _processes_mentioning(text: str) -> list[int]:
     pids = []
     for entry in glob.glob("/proc/[0-9]*/cmdline"):
         try:
             with open(entry, "rb") as f:
-                if b"sandbox_harness.py" in f.read():
+                if text.encode() in f.read():
                     pids.append(int(entry.split("/")[2]))
         except OSError:
             pass
-    return pids
+    return [pid for pid in pids if pid != os.getpid()]
 
 
-def _host_clean() -> None:
-    assert _sandbox_processes() == []
-    assert glob.glob(os.path.join(tempfile.gettempdir(), "cipo_sandbox_*")) == []
-    root = _cgroup_root()
-    if root:
-        assert [d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d))] == []
+def _host_clean(private) -> None:
+    root, made = private
+    assert _processes_mentioning(str(root)) == []
+    assert os.listdir(root) == []
+    assert [path for path in made if path and os.path.exists(path)] == []
 
 
 def run(program: str, tests: str = OK_TESTS, **kw):
     result = run_tests(program, tests, **kw)
-    _host_clean()
+    _host_clean(_PRIVATE)
     return result
 
 
@@ -278,7 +293,7 @@ def test_batch_bounded_concurrency_and_order():
     programs = [GOOD if i % 3 else BAD for i in range(12)]
     results = run_tests_batch(programs, [OK_TESTS] * 12, timeout_s=5, max_workers=3)
     assert [r.passed for r in results] == [bool(i % 3) for i in range(12)]
-    _host_clean()
+    _host_clean(_PRIVATE)
 
 
 def test_signal_handler_frames_and_audit_hooks_cannot_reach_the_verdict():
@@ -304,3 +319,20 @@ def test_signal_handler_frames_and_audit_hooks_cannot_reach_the_verdict():
     # silently refused (CPython drops a hook whose addition an existing hook rejects).
     spy = GOOD + "import sys\nseen = []\nsys.addaudithook(lambda event, args: seen.append(event))\n"
     assert run(spy, "import json\nassert seen == [], seen\n" + OK_TESTS).passed
+
+
+def test_hook_alone_holds_without_namespaces_or_cgroup(monkeypatch, tmp_path):
+    """Hosts without `unshare` or a writable pids cgroup: the audit hook still denies."""
+    monkeypatch.setattr(code, "_namespace_mode", lambda: False)
+    monkeypatch.setattr(code, "_cgroup_root", lambda: "")
+    victim = tmp_path / "victim"
+    attacks = [f"open({str(victim)!r}, 'w')\n",
+               "import socket\nsocket.create_connection(('127.0.0.1', 9), 1)\n",
+               "import os\nos.fork()\n",
+               "import subprocess\nsubprocess.run(['true'])\n"]
+    for attack in attacks:
+        result = run(GOOD + attack)
+        assert result.status == "error" and "PermissionError" in result.detail, attack
+    assert not victim.exists()
+    assert not run(BAD + "import os\nos._exit(0)\n").passed
+    assert run(GOOD + "import os\nassert not os.environ\n").passed

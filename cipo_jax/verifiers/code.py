@@ -56,7 +56,7 @@ if [ "$5" = 1 ]; then
 fi
 set +e
 cd "$1"
-"$2" -I -S -B "$3"
+"$2" -I -S -B "$3" "$1"  # the box path names the run in process listings
 exit $?
 """.replace("{box}", str(BOX_SIZE_MB))
 
