@@ -98,3 +98,15 @@ def test_no_checkpoints_is_none(tmp_path):
     ckpt = Checkpointer(tmp_path / "empty", async_save=False)
     assert ckpt.restore_latest(abstract_like(_tree(0))) is None
     ckpt.close()
+
+
+def test_fingerprint_of_leaves_on_different_devices():
+    """A restored tree can mix a sharded array with a scalar on one device."""
+    import jax
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    mesh = jax.make_mesh((len(jax.devices()),), ("d",), axis_types=(jax.sharding.AxisType.Auto,))
+    w = jax.device_put(jnp.arange(16.0), NamedSharding(mesh, PartitionSpec("d")))
+    n = jax.device_put(jnp.int32(3), jax.devices()[0])
+    got = fingerprint({"w": w, "n": n})
+    assert got == fingerprint({"w": np.arange(16.0, dtype=np.float32), "n": np.int32(3)})

@@ -52,13 +52,16 @@ def _leaf_fingerprint(x: Array) -> UInt32[Array, ""]:
     return jnp.sum(bits * weights, dtype=jnp.uint32)
 
 
-_tree_fingerprints = jax.jit(lambda tree: jax.tree.map(_leaf_fingerprint, tree))
+# One jit per leaf, not per tree: leaves may sit on different devices (a restored scalar on one
+# device, sharded parameters on all), which one jitted computation refuses.
+_leaf_fingerprint_jit = jax.jit(_leaf_fingerprint)
 
 
 def fingerprint(tree: Any) -> dict[str, int]:
     """{leaf path: uint32 fingerprint} of every array leaf of `tree`."""
-    prints = _tree_fingerprints(tree)
-    return {jax.tree_util.keystr(path): int(v) for path, v in jax.tree_util.tree_flatten_with_path(prints)[0]}
+    prints = [(jax.tree_util.keystr(path), _leaf_fingerprint_jit(leaf))
+              for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    return {key: int(v) for key, v in prints}
 
 
 def _first_line(e: BaseException) -> str:
