@@ -50,10 +50,16 @@ def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
     return nnx.split(model, nnx.Param, ...)
 
 
-def init_state(params: nnx.State, tx: optax.GradientTransformation) -> TrainState:
+def init_state(params: nnx.State, tx: optax.GradientTransformation, mesh: Mesh | None = None) -> TrainState:
     # jit places the optimizer moments with the same shardings as the parameters they follow.
-    opt_state = jax.jit(tx.init)(params)
-    return TrainState(params=params, opt_state=opt_state, updates=jnp.zeros((), jnp.int32))
+    state = TrainState(params=params, opt_state=jax.jit(tx.init)(params), updates=jnp.zeros((), jnp.int32))
+    if mesh is None:
+        return state
+    # Scalars (step counts) come out on one device; replicate them so that every array of the
+    # state lives on the mesh (checkpoint restore and donation need one device set).
+    replicated = NamedSharding(mesh, PartitionSpec())
+    devices = set(mesh.devices.flat)
+    return jax.tree.map(lambda x: x if x.sharding.device_set == devices else jax.device_put(x, replicated), state)
 
 
 def policy_logprobs(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State, tokens: jax.Array,

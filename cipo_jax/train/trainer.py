@@ -133,7 +133,7 @@ class Trainer:
         self.loss_cfg = loss_config(cfg)
         updates_per_step = cfg.optim.minibatches
         self.tx = step_lib.make_optimizer(cfg.optim, cfg.run.steps * updates_per_step)
-        self.state = step_lib.init_state(params, self.tx)
+        self.state = step_lib.init_state(params, self.tx, self.mesh)
         self.ref_params = None
         self.progress = Progress(replay=ReplayState.initial(cfg))
         self.ckpt = Checkpointer(self.run_dir / "checkpoints", keep=cfg.run.keep_checkpoints)
@@ -192,7 +192,7 @@ class Trainer:
             raise TrainingError(f"sft.steps={cfg.sft.steps} but tasks {cfg.tasks.spec!r} carry no reference responses")
         tx = step_lib.make_optimizer(cfg.optim, cfg.sft.steps, lr=cfg.sft.lr)
         update = step_lib.make_update(self.graphdef, self.rest, tx, loss_cfg=None)
-        state = step_lib.init_state(self.state.params, tx)
+        state = step_lib.init_state(self.state.params, tx, self.mesh)
         eos = self.tokenizer.eos_id
         writer = MetricsWriter(self.run_dir, total_steps=cfg.sft.steps, start_step=0, tensorboard=False,
                                is_main=self.is_main, progress=self.progress_bar)
