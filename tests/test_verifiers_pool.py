@@ -83,3 +83,11 @@ def test_gym_and_exact_in_process():
     assert exact.check("The total is 1,234.", "1234")
     assert exact.check("Answer: -3 (after 10 steps)", "-3")
     assert not exact.check("no number", "3")
+
+
+def test_malformed_items():
+    with VerifierPool(workers=1, timeout_s=2.0, table=TABLE) as pool:
+        with pytest.raises(ValueError, match="an item is"):
+            pool.score_batch([("probe", "ok")])
+        verdicts = pool.score_batch([("probe", "ok", "", {"f": lambda: 0}), ("probe", None, 1, None)])
+        assert [v.status for v in verdicts] == ["error", "ok"]

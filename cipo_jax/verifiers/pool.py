@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import atexit
 import multiprocessing as mp
+import pickle
+import threading
 import time
 from collections import deque
 from multiprocessing.connection import wait
@@ -84,6 +86,7 @@ class VerifierPool:
         self._table = table
         self._ctx = mp.get_context("spawn")
         self._workers = [_Worker(self._ctx, table) for _ in range(workers)]
+        self._lock = threading.Lock()  # one batch at a time; concurrent callers queue up
 
     def __enter__(self) -> "VerifierPool":
         return self
@@ -92,9 +95,10 @@ class VerifierPool:
         self.close()
 
     def close(self) -> None:
-        for worker in self._workers:
-            worker.kill()
-        self._workers = []
+        with self._lock:
+            for worker in self._workers:
+                worker.kill()
+            self._workers = []
 
     def _item_timeout(self, item: tuple, timeout_s: float) -> float:
         name, _, _, meta = item
@@ -145,13 +149,24 @@ class VerifierPool:
 
     def score_batch(self, items: list[tuple], *, timeout_s: float | None = None) -> list[Verdict]:
         """Verdicts in input order; every item gets one, whatever its worker does."""
-        if not self._workers:
-            raise RuntimeError("VerifierPool is closed")
         for item in items:
+            if not isinstance(item, (tuple, list)) or len(item) != 4:
+                raise ValueError(f"an item is (verifier, response, reference, meta), got {item!r:.80}")
             lookup(item[0], self._table)  # unknown names fail before any work starts
-        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        with self._lock:
+            if not self._workers:
+                raise RuntimeError("VerifierPool is closed")
+            return self._score(items, self.timeout_s if timeout_s is None else timeout_s)
+
+    def _score(self, items: list[tuple], timeout_s: float) -> list[Verdict]:
         results: list[Verdict | None] = [None] * len(items)
-        pending = deque(range(len(items)))
+        pending: deque[int] = deque()
+        for index, item in enumerate(items):
+            try:
+                pickle.dumps(tuple(item))
+                pending.append(index)
+            except Exception as exc:  # e.g. a meta dict holding a lambda
+                results[index] = Verdict(0.0, "error", f"item cannot be sent to a worker: {exc}")
         while pending or any(w.queue for w in self._workers):
             self._await_ready(pending)
             self._dispatch(items, pending, timeout_s, results)
