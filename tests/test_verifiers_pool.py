@@ -91,3 +91,15 @@ def test_malformed_items():
             pool.score_batch([("probe", "ok")])
         verdicts = pool.score_batch([("probe", "ok", "", {"f": lambda: 0}), ("probe", None, 1, None)])
         assert [v.status for v in verdicts] == ["error", "ok"]
+
+
+def test_code_verifier_completes_humaneval_prefix():
+    from cipo_jax.data.load import load_tasks
+    from cipo_jax.verifiers import score
+
+    task = load_tasks("humaneval")[0]
+    body = task.response  # the canonical body only: the verifier must prepend the header
+    assert score("code", body, task.reference, task.meta).reward == 1.0
+    assert score("code", "    return None\n", task.reference, task.meta).reward == 0.0
+    full = task.meta["code_prefix"] + body  # a full function, as a chat answer gives it
+    assert score("code", full, task.reference, task.meta).reward == 1.0

@@ -41,9 +41,17 @@ def _gym(response: str, reference: str, meta: dict | None) -> Verdict:
 
 
 def _code(response: str, reference: str, meta: dict | None) -> Verdict:
-    """`response` is the program, `reference` the tests; meta may set timeout_s, memory_mb."""
+    """`response` is the program, `reference` the tests; meta may set timeout_s, memory_mb.
+
+    Completion-style tasks (HumanEval) carry the function header as meta["code_prefix"]: the
+    program is that prefix + the completion, unless the completion defines the entry point
+    itself (a chat answer that restates the whole function)."""
     meta = meta or {}
-    result = code.run_tests(response, reference, timeout_s=float(meta.get("timeout_s", 5.0)),
+    program = response
+    prefix, entry = meta.get("code_prefix"), meta.get("entry_point")
+    if prefix and not (entry and f"def {entry}(" in response):
+        program = prefix + response
+    result = code.run_tests(program, reference, timeout_s=float(meta.get("timeout_s", 5.0)),
                             memory_mb=int(meta.get("memory_mb", 1024)))
     status = "ok" if result.passed else result.status
     return Verdict(float(result.passed), status, result.detail)
