@@ -66,7 +66,7 @@ def rows(run_dir: Path) -> list[dict]:
     return out
 
 
-def wait_for_rows(proc: subprocess.Popen, run_dir: Path, n: int, timeout_s: float = 400) -> None:
+def wait_for_rows(proc: subprocess.Popen, run_dir: Path, n: int, timeout_s: float = 900) -> None:
     deadline = time.monotonic() + timeout_s
     while len(rows(run_dir)) < n:
         if proc.poll() is not None:
@@ -77,7 +77,7 @@ def wait_for_rows(proc: subprocess.Popen, run_dir: Path, n: int, timeout_s: floa
         time.sleep(0.05)
 
 
-def finish(proc: subprocess.Popen, timeout_s: float = 400) -> tuple[int, str, str]:
+def finish(proc: subprocess.Popen, timeout_s: float = 900) -> tuple[int, str, str]:
     out, err = proc.communicate(timeout=timeout_s)
     return proc.returncode, out, err
 
