@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from cipo_jax.evaluation.compare import budget_step, markdown_table, mean_std, summarize, window_mean
+from cipo_jax.evaluation.compare import arm_overrides, budget_step, markdown_table, mean_std, summarize, window_mean
 
 
 def test_budget_step_is_first_step_reaching_budget():
@@ -33,6 +33,12 @@ def test_summary_is_mean_and_sample_std():
     assert mean_std([0.5]) == (0.5, 0.0)
     table = markdown_table({"GRPO": {"pass@1": (0.4, 0.2)}, "CIPO": {"pass@1": (0.5, 0.1)}})
     assert "| held-out pass@1 | 0.400 ± 0.200 | 0.500 ± 0.100 |" in table
+
+
+def test_arm_overrides_replace_the_users_correction_budget():
+    user = ["cipo.C=2", "optim.lr=1e-3"]
+    assert arm_overrides(user, "GRPO") == ["optim.lr=1e-3", "cipo.C=0"]
+    assert arm_overrides(user, "CIPO") == user
 
 
 @pytest.mark.slow

@@ -88,16 +88,22 @@ def markdown_table(summary: dict[str, dict[str, tuple[float, float]]]) -> str:
 
 
 # ------------------------------------------------------------------------------- the runs
+def arm_overrides(overrides: list[str], arm: str) -> list[str]:
+    """The user's overrides with the arm's own settings in place of any the user gave (e.g. cipo.C)."""
+    owned = {o.partition("=")[0] for o in ARMS[arm]}
+    return [o for o in overrides if o.partition("=")[0] not in owned] + ARMS[arm]
+
+
 def run_arm(config: str, overrides: list[str], arm: str, seed: int, out: Path, steps: int | None,
             progress: bool) -> Path:
     from cipo_jax.config import load_config
     from cipo_jax.train.trainer import train
 
     run_dir = out / f"{arm.lower()}-seed{seed}"
-    extra = [f"run.seed={seed}", f"run.run_dir={run_dir}", *ARMS[arm]]
+    extra = [f"run.seed={seed}", f"run.run_dir={run_dir}"]
     if steps is not None:
         extra.append(f"run.steps={steps}")
-    cfg = load_config(config, [*overrides, *extra])
+    cfg = load_config(config, [*arm_overrides(overrides, arm), *extra])
     print(f"[compare] {arm} seed {seed} -> {run_dir}", flush=True)
     train(cfg, progress_bar=progress)
     return run_dir
