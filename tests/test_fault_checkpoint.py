@@ -100,13 +100,17 @@ def test_no_checkpoints_is_none(tmp_path):
     ckpt.close()
 
 
-def test_fingerprint_of_leaves_on_different_devices():
-    """A restored tree can mix a sharded array with a scalar on one device."""
+def test_fingerprint_of_sharded_replicated_and_single_device_leaves():
+    """Shard-wise partial sums (column-sharded, partly replicated, one-device scalar) equal the
+    whole-array NumPy reference."""
     import jax
     from jax.sharding import NamedSharding, PartitionSpec
 
-    mesh = jax.make_mesh((len(jax.devices()),), ("d",), axis_types=(jax.sharding.AxisType.Auto,))
-    w = jax.device_put(jnp.arange(16.0), NamedSharding(mesh, PartitionSpec("d")))
-    n = jax.device_put(jnp.int32(3), jax.devices()[0])
-    got = fingerprint({"w": w, "n": n})
-    assert got == fingerprint({"w": np.arange(16.0, dtype=np.float32), "n": np.int32(3)})
+    mesh = jax.make_mesh((2, len(jax.devices()) // 2), ("r", "c"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    x = np.random.default_rng(1).normal(size=(6, 8)).astype(np.float32)
+    tree = {"cols": jax.device_put(x, NamedSharding(mesh, PartitionSpec(None, "c"))),  # replicated over "r"
+            "rows": jax.device_put(x, NamedSharding(mesh, PartitionSpec("r", None))),
+            "n": jax.device_put(jnp.int32(3), jax.devices()[0])}
+    bits = x.reshape(-1).view(np.uint32).astype(np.uint64)
+    expected = int((bits * np.arange(1, bits.size + 1, dtype=np.uint64)).sum() % 2**32)
+    assert fingerprint(tree) == {"['cols']": expected, "['rows']": expected, "['n']": 3}

@@ -69,16 +69,20 @@ def faulty_run(tmp_path_factory):
         return rewards, statuses
 
     mp.setattr(rollout.RolloutWorker, "_score", recording_score)
-    pack_rows = trainer.pack_rows
-    packs = []
+    rl_step, pack_rows = trainer.Trainer.rl_step, trainer.pack_rows
+    steps_done = []  # RL steps completed when the current one began
+
+    def tracking_rl_step(self, worker):
+        steps_done.append(self.progress.step)
+        return rl_step(self, worker)
 
     def nan_logprobs_after_first_step(*args, **kwargs):
         packed = pack_rows(*args, **kwargs)
-        packs.append(1)
-        if len(packs) > 1:
+        if steps_done and steps_done[-1] >= 1:
             packed["old_logp"] = np.full_like(packed["old_logp"], np.nan)
         return packed
 
+    mp.setattr(trainer.Trainer, "rl_step", tracking_rl_step)
     mp.setattr(trainer, "pack_rows", nan_logprobs_after_first_step)
     error = None
     try:

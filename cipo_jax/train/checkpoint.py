@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
-from jaxtyping import Array, UInt32
+from jaxtyping import UInt64
 
 log = logging.getLogger(__name__)
 
@@ -30,38 +30,52 @@ class CheckpointError(RuntimeError):
     """Checkpoints exist but none can be restored, or a save failed."""
 
 
-def _as_uint32(x: Array) -> UInt32[Array, " n"]:
-    """The leaf's bit patterns as a flat uint32 vector (no value conversion, so NaN bits count)."""
-    x = jnp.asarray(x).reshape(-1)
-    size = x.dtype.itemsize
-    if x.dtype == jnp.bool_:
-        return x.astype(jnp.uint32)
-    if size == 4:
-        return jax.lax.bitcast_convert_type(x, jnp.uint32)
-    if size == 8:
-        return jax.lax.bitcast_convert_type(x, jnp.uint32).reshape(-1)
-    unsigned = {2: jnp.uint16, 1: jnp.uint8}[size]
-    return jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+def _word_bits(block: np.ndarray) -> UInt64[np.ndarray, " n"]:
+    """One word of bit patterns per element (no value conversion, so NaN bits count)."""
+    flat = np.ascontiguousarray(block).reshape(-1)
+    size = flat.dtype.itemsize
+    if size == 8:  # fold the two halves of a 64-bit element into one 32-bit word
+        v = flat.view(np.uint64)
+        return (v & 0xFFFFFFFF) ^ (v >> np.uint64(32))
+    return flat.view({4: np.uint32, 2: np.uint16, 1: np.uint8}[size]).astype(np.uint64)
 
 
-def _leaf_fingerprint(x: Array) -> UInt32[Array, ""]:
-    """Position-weighted sum of the bit patterns mod 2^32: exact, independent of the reduction
-    order (and so of sharding), and it changes when any element or any element's place changes."""
-    bits = _as_uint32(x)
-    weights = jnp.arange(1, bits.shape[0] + 1, dtype=jnp.uint32)
-    return jnp.sum(bits * weights, dtype=jnp.uint32)
+def _block_fingerprint(block: np.ndarray, index: tuple[slice, ...], shape: tuple[int, ...]) -> int:
+    """sum(bits[i] * (i + 1)) mod 2^32 over this block's elements, i their flat index in the
+    whole array. Partial sums of disjoint blocks add up to the whole array's."""
+    bits = _word_bits(block)
+    if shape:
+        axes = [np.arange(*sl.indices(dim)) for sl, dim in zip(index, shape)]
+        position = np.ravel_multi_index(np.ix_(*axes), shape).reshape(-1).astype(np.uint64)
+    else:
+        position = np.zeros(1, np.uint64)
+    # Products stay below 2^64; a wrapping uint64 sum is still exact mod 2^32.
+    return int((bits * (position + np.uint64(1))).sum(dtype=np.uint64) % 2**32)
 
 
-# One jit per leaf, not per tree: leaves may sit on different devices (a restored scalar on one
-# device, sharded parameters on all), which one jitted computation refuses.
-_leaf_fingerprint_jit = jax.jit(_leaf_fingerprint)
+def _leaf_fingerprint(x: Any) -> int:
+    """Position-weighted sum of the bit patterns mod 2^32: exact, independent of the order of
+    summation (and so of sharding), and it changes when any element or its place changes.
+
+    Computed on the host from this process's shards (one replica each), so no XLA computation
+    runs while an async save may still be writing; multi-process runs add the processes' parts.
+    """
+    if isinstance(x, jax.Array):
+        total = sum(_block_fingerprint(np.asarray(s.data), s.index, x.shape)
+                    for s in x.addressable_shards if s.replica_id == 0)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            total = int(np.sum(multihost_utils.process_allgather(np.uint64(total), tiled=False)))
+        return total % 2**32
+    block = np.asarray(x)
+    return _block_fingerprint(block, tuple(slice(None) for _ in block.shape), block.shape)
 
 
 def fingerprint(tree: Any) -> dict[str, int]:
     """{leaf path: uint32 fingerprint} of every array leaf of `tree`."""
-    prints = [(jax.tree_util.keystr(path), _leaf_fingerprint_jit(leaf))
-              for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
-    return {key: int(v) for key, v in prints}
+    return {jax.tree_util.keystr(path): _leaf_fingerprint(leaf)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _first_line(e: BaseException) -> str:
