@@ -45,12 +45,18 @@ def overrides(run_dir: Path, tasks: Path) -> list[str]:
             "model.hidden_size=64", "model.vocab_size=64"]
 
 
-def start(run_dir: Path, tasks: Path) -> subprocess.Popen:
+def start(run_dir: Path, tasks: Path, *extra: str) -> subprocess.Popen:
+    """`extra` overrides replace the defaults of the same keys."""
     env = dict(os.environ)
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".jax_cache"))
     cmd = [sys.executable, "-m", "cipo_jax", "train", "--config", str(ROOT / "configs/tiny.yaml"),
-           *overrides(run_dir, tasks), "--no-progress"]
+           *merged(overrides(run_dir, tasks), extra), "--no-progress"]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def merged(base: list[str], extra: tuple[str, ...]) -> list[str]:
+    keys = {e.split("=", 1)[0] for e in extra}
+    return [b for b in base if b.split("=", 1)[0] not in keys] + list(extra)
 
 
 def rows(run_dir: Path) -> list[dict]:
@@ -141,3 +147,33 @@ def test_sigterm_then_sigkill_then_resume_is_bitwise_identical(tmp_path):
     assert ref["step"] == res["step"] == STEPS and ref.keys() == res.keys()
     for key in ref:
         np.testing.assert_array_equal(res[key], ref[key], err_msg=key)
+
+
+@pytest.mark.slow
+def test_sigint_during_sft_exits_cleanly_without_a_checkpoint(tmp_path):
+    """Ctrl-C while the SFT warm start runs: exit 0, nothing saved (the rerun redoes SFT)."""
+    tasks = easy_tasks(tmp_path / "easy.jsonl")
+    run_dir = tmp_path / "run"
+    proc = start(run_dir, tasks, "sft.steps=400")
+    sft_rows = run_dir / "sft_metrics.jsonl"
+    deadline = time.monotonic() + 900
+    while not (sft_rows.exists() and sft_rows.read_text().count("\n") >= 1):
+        assert proc.poll() is None and time.monotonic() < deadline, "SFT never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    rc, out, err = finish(proc)
+    assert rc == 0, err[-2000:]
+    assert f"stopped by signal {int(signal.SIGINT)} at step 0" in out
+    assert sft_rows.read_text().count("\n") < 400
+    assert Checkpointer(run_dir / "checkpoints", async_save=False).steps() == []
+
+
+def test_truncate_metrics_drops_unsaved_rows_and_a_torn_line(tmp_path):
+    from cipo_jax.train.metrics import truncate_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": s / 10}) + "\n" for s in range(1, 6)) + '{"step": 6, "lo')
+    truncate_metrics(path, 3)
+    assert [json.loads(line)["step"] for line in path.read_text().splitlines()] == [1, 2, 3]
+    truncate_metrics(tmp_path / "absent.jsonl", 3)  # nothing to do
+    assert not (tmp_path / "absent.jsonl").exists()
