@@ -114,3 +114,19 @@ def test_fingerprint_of_sharded_replicated_and_single_device_leaves():
     bits = x.reshape(-1).view(np.uint32).astype(np.uint64)
     expected = int((bits * np.arange(1, bits.size + 1, dtype=np.uint64)).sum() % 2**32)
     assert fingerprint(tree) == {"['cols']": expected, "['rows']": expected, "['n']": 3}
+
+
+def test_orbax_alone_restores_flipped_bytes_silently(tmp_path):
+    """Why the fingerprints exist: without them the damaged step 'restores' fine, with wrong values."""
+    import orbax.checkpoint as ocp
+
+    ckpt = _saved(tmp_path)
+    big = _data_files(ckpt, 3)[-1]
+    raw = bytearray(big.read_bytes())
+    mid = len(raw) // 2
+    raw[mid:mid + 64] = bytes(b ^ 0x5A for b in raw[mid:mid + 64])
+    big.write_bytes(bytes(raw))
+    restored = ckpt._mngr.restore(3, args=ocp.args.Composite(
+        arrays=ocp.args.StandardRestore(abstract_like(_tree(0))), meta=ocp.args.JsonRestore()))
+    assert not _equal(restored["arrays"], _tree(3))
+    ckpt.close()
