@@ -150,6 +150,11 @@ class RunConfig:
     max_bad_steps: int = 3  # consecutive non-finite updates before stopping
     verify_timeout_s: float = 5.0
     verify_workers: int = 2
+    # Multi-process runs (docs/multihost.md). Fields left at their defaults are taken from the
+    # CIPO_COORDINATOR, CIPO_NUM_PROCESSES and CIPO_PROCESS_ID environment variables.
+    coordinator_address: str = ""  # host:port where process 0 serves the coordinator
+    num_processes: int = 1
+    process_id: int = -1  # this process's rank in [0, num_processes)
 
 
 @dataclass(frozen=True)

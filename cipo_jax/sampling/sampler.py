@@ -243,7 +243,10 @@ def generate(
 
 
 def _to_host(state: DecodeState, rows: int, n: int, stop: set[int]) -> SampleResult:
-    tokens, logprobs, length = jax.device_get((state.tokens, state.logprobs, state.length))
+    from cipo_jax.distributed import to_host
+
+    # Rows may live on other processes' devices (multi-host): every host gets all of them.
+    tokens, logprobs, length = to_host((state.tokens, state.logprobs, state.length))
     out = SampleResult(tokens=[], logprobs=[], finish_reason=[], prompt_index=[])
     for r in range(rows):
         ids = tokens[r, : length[r]].tolist()

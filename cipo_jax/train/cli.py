@@ -18,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = load_config(args.config, args.overrides)
+    from cipo_jax import distributed
+
+    distributed.initialize(cfg.run)  # before any JAX computation
     from cipo_jax.train.checkpoint import CheckpointError
     from cipo_jax.train.trainer import TrainingError, train
 

@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from cipo_jax import distributed
 from cipo_jax.cipo import correction as corr
 from cipo_jax.cipo.loss import CORRECTION, ORIGINAL, grpo_advantages
 from cipo_jax.config import Config
@@ -21,6 +22,7 @@ from cipo_jax.data.tasks import Task
 from cipo_jax.data.tokenizer import Tokenizer
 from cipo_jax.sampling import SampleResult, generate
 from cipo_jax.train.batch import Row
+from cipo_jax.verifiers.table import STATUSES
 
 
 @dataclass
@@ -61,8 +63,13 @@ class RolloutWorker:
         return res, time.perf_counter() - t0
 
     def _score(self, tasks: list[Task], texts: list[str]) -> tuple[np.ndarray, list[str]]:
-        verdicts = self.pool.score_batch([(t.verifier, x, t.reference, t.meta) for t, x in zip(tasks, texts)])
-        return np.array([v.reward for v in verdicts], np.float64), [v.status for v in verdicts]
+        """Rewards and statuses of all items; with several processes each verifies its share."""
+        share = distributed.my_share(len(texts))
+        verdicts = self.pool.score_batch([(tasks[i].verifier, texts[i], tasks[i].reference, tasks[i].meta)
+                                          for i in share])
+        mine = np.array([(v.reward, STATUSES.index(v.status)) for v in verdicts], np.float64).reshape(-1, 2)
+        both = distributed.combine_shares(mine, len(texts))
+        return both[:, 0], [STATUSES[int(s)] for s in both[:, 1]]
 
     def _attempts(self, model, tasks: list[Task], seed: int, timings: dict, statuses: dict):
         """Steps 1-2 for `tasks`: prompts, G samples each, their texts and verified rewards [B, G]."""

@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cipo_jax import distributed
 from cipo_jax.cipo.correction import ReplayState
-from cipo_jax.cipo.loss import LossBatch, loss_config, loss_normalisers
+from cipo_jax.cipo.loss import CORRECTION, ORIGINAL, LossBatch, loss_config, loss_normalisers
 from cipo_jax.config import Config, save_config
 from cipo_jax.configlib import to_dict
 from cipo_jax.data.load import load_tasks
@@ -67,7 +68,7 @@ def check_run_dir(run_dir: Path) -> None:
     """Fail before any work if the run directory cannot be written."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_probe"
+        probe = run_dir / f".write_probe{jax.process_index()}"  # one per process: they may share run_dir
         probe.write_bytes(b"0" * 4096)
         probe.unlink()
     except OSError as e:
@@ -92,6 +93,13 @@ def check_prompt_lengths(cfg: Config, tasks: list[Task], tokenizer, context: int
             raise ValueError(f"task {tasks[i].id!r}: a correction prompt (prompt, a {new}-token attempt, template) plus "
                              f"sampling.max_new_tokens={new} needs up to {need} tokens, over the model context of "
                              f"{context}; lower sampling.max_new_tokens or set cipo.C=0")
+
+
+def _concat_rows(batches: list[LossBatch]) -> LossBatch:
+    """Rows of several batches in one, padded to the longest (for the global normalisers)."""
+    T = max(b.tokens.shape[1] for b in batches)
+    pad = lambda x: jnp.pad(x, [(0, 0), (0, T - x.shape[1])]) if x.ndim == 2 else x
+    return jax.tree.map(lambda *xs: jnp.concatenate([pad(x) for x in xs]), *batches)
 
 
 def task_stream(tasks: list[Task], seed: int, cursor: int, count: int) -> list[Task]:
@@ -123,7 +131,8 @@ class Trainer:
         self.tasks = load_tasks(cfg.tasks.spec, size=cfg.tasks.size, seed=cfg.tasks.seed, split="train")
         if not self.tasks:
             raise TrainingError(f"tasks.spec {cfg.tasks.spec!r} gave no tasks")
-        self.tokenizer = build_tokenizer(cfg, self.tasks, self.run_dir)
+        with distributed.main_first("tokenizer"):  # process 0 writes a trained tokenizer, the others read it
+            self.tokenizer = build_tokenizer(cfg, self.tasks, self.run_dir)
         self.mesh = make_mesh(cfg.mesh)
         model = build_model(cfg, self.tokenizer, seed=cfg.run.seed)
         check_prompt_lengths(cfg, self.tasks, self.tokenizer, model.config.max_position_embeddings)
@@ -197,7 +206,8 @@ class Trainer:
         writer = MetricsWriter(self.run_dir, total_steps=cfg.sft.steps, start_step=0, tensorboard=False,
                                is_main=self.is_main, progress=self.progress_bar)
         writer.path = self.run_dir / "sft_metrics.jsonl"
-        truncate_metrics(writer.path, -1)  # SFT runs only on a fresh start: older rows are stale
+        if self.is_main:
+            truncate_metrics(writer.path, -1)  # SFT runs only on a fresh start: older rows are stale
         rng = np.random.default_rng([cfg.run.seed, 7])
         for i in range(cfg.sft.steps):
             if self._stop_signal is not None:
@@ -229,29 +239,41 @@ class Trainer:
         previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
         return previous
 
-    def _optimise(self, rows: list[Row], step: int) -> tuple[dict[str, float], int]:
-        """minibatches x (accumulated, sharded) updates on one rollout batch; (mean metrics, skipped)."""
-        cfg = self.cfg
-        mb, accum = cfg.optim.minibatches, cfg.optim.grad_accum
-        unit = mb * accum * self.shards
+    def _pack(self, rows: list[Row], unit: int) -> LossBatch:
         packed = pack_rows(rows, row_multiple=unit * -(-ROW_BUCKET // unit),
                            max_len=self.model.config.max_position_embeddings)
         # Without a reference model the "kl" metric measures the drift from pi_old instead
         # (beta_kl is 0 then, so it never enters the loss).
         ref_logp = packed["old_logp"]
         if self.ref_params is not None:
-            ref_logp = np.asarray(self._ref_logp(self.ref_params, jnp.asarray(packed["tokens"])))
-        batch = LossBatch.create(packed["tokens"], packed["completion_mask"], packed["old_logp"],
-                                 packed["advantages"], packed["stream"], packed["nll_weight"], ref_logp=ref_logp)
-        N = batch.tokens.shape[0]
-        order = np.random.default_rng([cfg.run.seed, step, 2]).permutation(N) if mb > 1 else np.arange(N)
+            ref_logp = distributed.to_host(self._ref_logp(self.ref_params, jnp.asarray(packed["tokens"])))
+        return LossBatch.create(packed["tokens"], packed["completion_mask"], packed["old_logp"],
+                                packed["advantages"], packed["stream"], packed["nll_weight"], ref_logp=ref_logp)
+
+    def _optimise(self, rows: list[Row], step: int) -> tuple[dict[str, float], int]:
+        """minibatches x (accumulated, sharded) updates on one rollout batch; (mean metrics, skipped).
+
+        Each minibatch takes an equal random share of each stream, and each stream is padded to
+        its own length: correction rows (which quote the attempt) are longer than first attempts.
+        """
+        cfg = self.cfg
+        mb, accum = cfg.optim.minibatches, cfg.optim.grad_accum
+        rng = np.random.default_rng([cfg.run.seed, step, 2])
+        shares: list[list[list[Row]]] = [[] for _ in range(mb)]
+        for stream in (ORIGINAL, CORRECTION):
+            group = [r for r in rows if r.stream == stream]
+            order = rng.permutation(len(group)) if mb > 1 else np.arange(len(group))
+            for k in range(mb):
+                part = [group[i] for i in order[k * len(group) // mb:(k + 1) * len(group) // mb]]
+                if part:
+                    shares[k].append(part)
         sums: dict[str, float] = {}
         skipped = 0
-        for k in range(mb):
-            idx = jnp.asarray(order[k * N // mb:(k + 1) * N // mb])
-            minibatch = jax.tree.map(lambda x: x[idx], batch)
-            norms = loss_normalisers(minibatch, self.loss_cfg)
-            self.state, metrics = self._update(self.state, step_lib.split_micro(minibatch, accum, self.mesh), norms)
+        for groups in shares:
+            batches = [self._pack(g, accum * self.shards) for g in groups]
+            norms = loss_normalisers(_concat_rows(batches), self.loss_cfg)
+            micro = tuple(step_lib.split_micro(b, accum, self.mesh) for b in batches)
+            self.state, metrics = self._update(self.state, micro, norms)
             metrics = {k: float(v) for k, v in metrics.items()}
             skipped += int(metrics.pop("skipped"))
             for name, v in metrics.items():
