@@ -88,18 +88,24 @@ def make_update(graphdef: nnx.GraphDef, rest: nnx.State, tx: optax.GradientTrans
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
-    def update(state: TrainState, batch: LossBatch, norms) -> tuple[TrainState, dict[str, jax.Array]]:
-        first = jax.tree.map(lambda x: x[0], batch)
+    def update(state: TrainState, batches: LossBatch | tuple[LossBatch, ...], norms
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+        # Several groups of rows, each with its own padded length (e.g. short first attempts
+        # and long correction prompts), add into one gradient without padding all to the longest.
+        batches = (batches,) if isinstance(batches, LossBatch) else tuple(batches)
+        first = jax.tree.map(lambda x: x[0], batches[0])
         metrics_shape = jax.eval_shape(lambda: micro_loss(state.params, first, norms)[1])
-        zeros = (jax.tree.map(jnp.zeros_like, state.params),
+        carry = (jax.tree.map(jnp.zeros_like, state.params),
                  jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics_shape))
 
         def body(carry, micro):
             (_, metrics), grads = grad_fn(state.params, micro, norms)
             return _tree_add(carry, (grads, metrics)), None
 
-        (grads, metrics), _ = jax.lax.scan(body, zeros, batch)
-        grad_norm = optax.global_norm(grads)
+        for batch in batches:
+            carry, _ = jax.lax.scan(body, carry, batch)
+        grads, metrics = carry
+        grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(grad_norm) & jnp.all(jnp.array([jnp.all(jnp.isfinite(v)) for v in
                                                                 jax.tree.leaves(metrics)]))
         updates, new_opt = tx.update(grads, state.opt_state, state.params)

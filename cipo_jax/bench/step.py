@@ -1,0 +1,65 @@
+"""Train-step time split into sampling / verification / update, GRPO vs CIPO at equal prompts.
+
+Both arms run in this process with everything equal but the correction stream (cipo.C = 0 for
+GRPO). After warm-up steps (compilation), it reports the mean seconds per phase and compares
+CIPO's extra step time with its extra generated tokens: a ratio near 1 means the correction
+stream costs nothing beyond the tokens it generates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+
+import numpy as np
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="configs/tiny.yaml")
+    parser.add_argument("--steps", type=int, default=4, help="measured steps per arm")
+    parser.add_argument("--warmup", type=int, default=2, help="unmeasured steps per arm (compilation)")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides for both arms")
+
+
+PHASES = ("time_sample", "time_verify", "time_update", "step_time", "tokens")
+
+
+def measure(cfg, steps: int, warmup: int) -> dict[str, float]:
+    from cipo_jax.train.rollout import RolloutWorker
+    from cipo_jax.train.trainer import Trainer
+    from cipo_jax.verifiers import VerifierPool
+
+    trainer = Trainer(cfg, progress_bar=False)
+    try:
+        with VerifierPool(workers=cfg.run.verify_workers, timeout_s=cfg.run.verify_timeout_s) as pool:
+            worker = RolloutWorker(cfg, trainer.tokenizer, pool, trainer.mesh)
+            rows = [trainer.rl_step(worker) for _ in range(warmup + steps)][warmup:]
+    finally:
+        trainer.close()
+    return {k: float(np.mean([r[k] for r in rows])) for k in PHASES}
+
+
+def main(args: argparse.Namespace) -> int:
+    from cipo_jax.config import load_config
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for arm, extra in (("grpo", ["cipo.C=0"]), ("cipo", [])):
+            cfg = load_config(args.config, [*args.overrides, *extra, f"run.run_dir={tmp}/{arm}",
+                                            "run.log_tensorboard=false"])
+            print(f"measuring {arm} ({args.warmup} warm-up + {args.steps} steps)...", flush=True)
+            results[arm] = measure(cfg, args.steps, args.warmup)
+    g, c = results["grpo"], results["cipo"]
+    print(f"\n{'phase (s/step)':<16}{'GRPO':>10}{'CIPO':>10}")
+    for k in PHASES:
+        print(f"{k:<16}{g[k]:>10.3f}{c[k]:>10.3f}")
+    time_ratio, token_ratio = c["step_time"] / g["step_time"], c["tokens"] / g["tokens"]
+    print(f"\nCIPO/GRPO step time {time_ratio:.2f}x, generated tokens {token_ratio:.2f}x; "
+          f"overhead beyond the extra tokens: {time_ratio / token_ratio:.2f}x")
+    results["ratios"] = {"step_time": time_ratio, "tokens": token_ratio, "overhead": time_ratio / token_ratio}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
