@@ -10,7 +10,10 @@ run.seed = seed. Each run's final checkpoint is evaluated on held-out tasks. Two
   the budget: training reward averaged over the `--window` steps ending there, and the eval of
   its latest checkpoint at or before that step (set run.ckpt_every small to make that close).
 
-Numbers are mean +- sample std (ddof=1) over seeds. Finished runs are reused (the trainer
+Both arms of a seed start from the same warm start: the SFT result of a seed does not depend on
+the arm, so the first arm's step-0 checkpoint (and tokenizer) is copied into the second arm's run
+directory, which then resumes from it instead of repeating SFT. Numbers are mean +- sample std
+(ddof=1) over seeds. Finished runs are reused (the trainer
 resumes from their checkpoints), so an interrupted comparison continues where it stopped.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -94,12 +98,16 @@ def arm_overrides(overrides: list[str], arm: str) -> list[str]:
     return [o for o in overrides if o.partition("=")[0] not in owned] + ARMS[arm]
 
 
+def run_dir_of(out: Path, arm: str, seed: int) -> Path:
+    return out / f"{arm.lower()}-seed{seed}"
+
+
 def run_arm(config: str, overrides: list[str], arm: str, seed: int, out: Path, steps: int | None,
             progress: bool) -> Path:
     from cipo_jax.config import load_config
     from cipo_jax.train.trainer import train
 
-    run_dir = out / f"{arm.lower()}-seed{seed}"
+    run_dir = run_dir_of(out, arm, seed)
     extra = [f"run.seed={seed}", f"run.run_dir={run_dir}"]
     if steps is not None:
         extra.append(f"run.steps={steps}")
@@ -107,6 +115,17 @@ def run_arm(config: str, overrides: list[str], arm: str, seed: int, out: Path, s
     print(f"[compare] {arm} seed {seed} -> {run_dir}", flush=True)
     train(cfg, progress_bar=progress)
     return run_dir
+
+
+def share_warm_start(src: Path, dst: Path) -> None:
+    """Seed `dst` with `src`'s step-0 checkpoint (the policy after SFT) unless it has checkpoints."""
+    if (dst / "checkpoints").is_dir() and saved_steps(dst):
+        return
+    (dst / "checkpoints").mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src / "checkpoints" / "0", dst / "checkpoints" / "0")
+    for name in ("tokenizer.model", "sft_metrics.jsonl"):
+        if (src / name).exists():
+            shutil.copy2(src / name, dst / name)
 
 
 def saved_steps(run_dir: Path) -> list[int]:
@@ -125,8 +144,13 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("runs/compare") / time.strftime("%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    runs = {arm: [run_arm(args.config, args.overrides, arm, seed, out, args.steps, not args.no_progress)
-                  for seed in range(args.seeds)] for arm in ARMS}
+    runs: dict[str, list[Path]] = {arm: [] for arm in ARMS}
+    first, *others = ARMS
+    for seed in range(args.seeds):
+        runs[first].append(run_arm(args.config, args.overrides, first, seed, out, args.steps, not args.no_progress))
+        for arm in others:
+            share_warm_start(runs[first][-1], run_dir_of(out, arm, seed))
+            runs[arm].append(run_arm(args.config, args.overrides, arm, seed, out, args.steps, not args.no_progress))
     t_train = time.perf_counter() - t0
 
     metrics = {arm: [read_metrics(d) for d in dirs] for arm, dirs in runs.items()}
