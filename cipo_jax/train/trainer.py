@@ -409,10 +409,12 @@ def load_run_policy(run_dir: str | Path, *, step: int | None = None):
         steps = [step] if step is not None else list(reversed(ckpt.steps()))
         if not steps:
             raise FileNotFoundError(f"{run_dir}: no checkpoints in {ckpt.directory}")
-        # Only the parameters are needed: restore that subtree, whatever else was saved.
+        # Only the parameters are needed: restore that subtree, whatever else was saved. The
+        # restore args place it on this process's devices, whatever mesh or hosts wrote it.
         abstract = {"state": {"params": abstract_like(params)}}
         restored = ckpt._mngr.restore(steps[0], args=ocp.args.Composite(
-            arrays=ocp.args.PyTreeRestore(abstract, partial_restore=True)))
+            arrays=ocp.args.PyTreeRestore(abstract, partial_restore=True,
+                                          restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))))
         params = restored["arrays"]["state"]["params"]
     finally:
         ckpt.close()
