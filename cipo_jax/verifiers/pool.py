@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import multiprocessing as mp
 import pickle
+import signal
 import threading
 import time
 from collections import deque
@@ -44,6 +45,9 @@ def _score_one(item: tuple, table: dict | None) -> tuple[float, str, str]:
 
 
 def _worker_main(conn, table) -> None:
+    # Ctrl-C in a terminal signals the whole process group: the trainer handles it (checkpoint,
+    # clean exit); a worker dying mid-item would turn in-flight verdicts into "crashed".
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         _warm_up()
     except Exception:  # a broken install shows up as per-item errors, not a dead pool
