@@ -110,13 +110,13 @@ class Checkpointer:
         except Exception as e:  # an async write that failed (disk full, directory gone)
             raise CheckpointError(f"writing a checkpoint under {self.directory} failed: {_first_line(e)}") from e
 
-    def restore_latest(self, abstract_arrays: Any) -> tuple[int, Any, dict[str, Any]] | None:
-        """Newest intact checkpoint as (step, arrays, meta); None when there are no checkpoints;
-        CheckpointError when there are some but none is intact.
+    def restore_latest(self, abstract_arrays: Any, *, step: int | None = None) -> tuple[int, Any, dict[str, Any]] | None:
+        """Newest intact checkpoint (at or before `step`, if given) as (step, arrays, meta); None
+        when there are no checkpoints; CheckpointError when there are some but none is intact.
 
         `abstract_arrays` gives the tree structure, shapes, dtypes and shardings to restore into.
         """
-        steps = self.steps()
+        steps = [s for s in self.steps() if step is None or s <= step]
         problems = []
         for step in reversed(steps):
             try:

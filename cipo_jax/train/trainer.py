@@ -30,7 +30,7 @@ from cipo_jax.data.load import load_tasks
 from cipo_jax.data.tasks import Task
 from cipo_jax.train import step as step_lib
 from cipo_jax.train.batch import Row, pack_rows
-from cipo_jax.train.checkpoint import Checkpointer, abstract_like
+from cipo_jax.train.checkpoint import Checkpointer, CheckpointError, abstract_like
 from cipo_jax.train.metrics import MetricsWriter, truncate_metrics
 from cipo_jax.train.policy import build_model, build_tokenizer
 
@@ -400,22 +400,23 @@ def load_run_policy(run_dir: str | Path, *, step: int | None = None):
     tokenizer = build_tokenizer(cfg, tasks, run_dir)
     model = build_model(cfg, tokenizer, seed=cfg.run.seed)
     graphdef, params, rest = step_lib.split_model(model)
+    # The saved tree (state + optional reference policy), so the checkpoint's fingerprints are
+    # verified and a damaged step falls back to an earlier one, exactly as on resume.
+    tx = step_lib.make_optimizer(cfg.optim, max(cfg.run.steps, 1))
+    abstract = {"state": step_lib.TrainState(params=abstract_like(params), opt_state=jax.eval_shape(tx.init, params),
+                                             updates=jax.ShapeDtypeStruct((), jnp.int32))}
+    if cfg.grpo.beta_kl > 0:
+        abstract["ref"] = abstract_like(params)
     ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.run.keep_checkpoints, async_save=False)
     try:
         if step is not None and step not in ckpt.steps():
             raise FileNotFoundError(f"{run_dir}: no checkpoint at step {step}; have {ckpt.steps()}")
-        import orbax.checkpoint as ocp
-
-        steps = [step] if step is not None else list(reversed(ckpt.steps()))
-        if not steps:
+        found = ckpt.restore_latest(abstract, step=step)
+        if found is None:
             raise FileNotFoundError(f"{run_dir}: no checkpoints in {ckpt.directory}")
-        # Only the parameters are needed: restore that subtree, whatever else was saved. The
-        # restore args place it on this process's devices, whatever mesh or hosts wrote it.
-        abstract = {"state": {"params": abstract_like(params)}}
-        restored = ckpt._mngr.restore(steps[0], args=ocp.args.Composite(
-            arrays=ocp.args.PyTreeRestore(abstract, partial_restore=True,
-                                          restore_args=ocp.checkpoint_utils.construct_restore_args(abstract))))
-        params = restored["arrays"]["state"]["params"]
+        if step is not None and found[0] != step:
+            raise CheckpointError(f"{run_dir}: the checkpoint at step {step} is damaged")
+        params = found[1]["state"].params
     finally:
         ckpt.close()
     return nnx.merge(graphdef, params, rest), tokenizer, cfg
