@@ -60,7 +60,7 @@ class TasksConfig:
     seed: int = 0
     chat: bool = False  # render prompts with the tokenizer's chat template
     tokenizer: str = ""  # "" = the model's own; "sp:<file>" sentencepiece; "hf:<dir>"; "gguf:<file>"
-    max_prompt_len: int = 96
+    max_prompt_len: int = 96  # prompt budget assumed by `plan` for the KV cache and activations
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,6 @@ class SamplingConfig:
     temperature: float = 1.0
     top_k: Optional[int] = None
     top_p: Optional[float] = None
-    eval_temperature: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -145,7 +144,6 @@ class RunConfig:
     steps: int = 20
     ckpt_every: int = 10
     keep_checkpoints: int = 3
-    eval_every: int = 0
     log_tensorboard: bool = True
     max_bad_steps: int = 3  # consecutive non-finite updates before stopping
     verify_timeout_s: float = 5.0
