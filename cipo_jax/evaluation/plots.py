@@ -41,7 +41,9 @@ def plot_demo(metrics: list[dict[str, Any]], evals: dict[str, dict[str, Any]], p
         ks = sorted(int(k) for k in result["pass_at_k"])
         ax_k.plot(ks, [result["pass_at_k"][str(k)] for k in ks], marker="o", label=name)
     ax_k.set(xscale="log", xlabel="k", ylabel="pass@k", title="Held-out pass@k")
+    ax_k.set_xscale("log", base=2)
     ax_k.set_xticks(ks, [str(k) for k in ks])
+    ax_k.minorticks_off()
     ax_k.legend()
     fig.tight_layout()
     path = Path(path)
@@ -72,7 +74,9 @@ def plot_compare(metrics: dict[str, list[list[dict[str, Any]]]], evals: dict[str
     axes[1].set(xlabel="generated tokens (cumulative)", ylabel=f"training reward (moving avg {window})",
                 title="Equal token budget")
     axes[2].set(xscale="log", xlabel="k", ylabel="pass@k", title="Held-out pass@k, final checkpoints")
+    axes[2].set_xscale("log", base=2)
     axes[2].set_xticks(ks, [str(k) for k in ks])
+    axes[2].minorticks_off()
     for ax in axes:
         ax.legend()
     fig.tight_layout()
