@@ -407,6 +407,11 @@ def load_run_policy(run_dir: str | Path, *, step: int | None = None):
                                              updates=jax.ShapeDtypeStruct((), jnp.int32))}
     if cfg.grpo.beta_kl > 0:
         abstract["ref"] = abstract_like(params)
+    # Every leaf needs a target sharding: without one orbax uses the saved one, which names the
+    # writing run's devices (another mesh, other hosts) and fails here.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda x: x if x.sharding is not None else
+                            jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
     ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.run.keep_checkpoints, async_save=False)
     try:
         if step is not None and step not in ckpt.steps():
