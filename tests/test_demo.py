@@ -36,7 +36,8 @@ def test_same_seed_reproduces_metrics(tmp_path):
 
     rows = []
     for name in ("a", "b"):
-        cfg = load_config(DEFAULT_CONFIG, [*SMALL, "run.steps=3", f"run.run_dir={tmp_path / name}"])
+        overrides = [o for o in SMALL if not o.startswith("run.steps=")] + ["run.steps=3"]
+        cfg = load_config(DEFAULT_CONFIG, [*overrides, f"run.run_dir={tmp_path / name}"])
         train(cfg, progress_bar=False)
         rows.append([{k: v for k, v in r.items() if not is_timing(k)} for r in read_metrics(tmp_path / name)])
     assert len(rows[0]) == 3 and "reward_mean" in rows[0][0] and "tokens" in rows[0][0]
