@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from cipo_jax.config import RunConfig
+from conftest import CPU_COLLECTIVE_FLAGS
 from cipo_jax.distributed import combine_shares, launch_settings, my_share, on_cloud_tpu_vm
 from cipo_jax.train.trainer import LOSS_METRICS
 
@@ -35,7 +36,8 @@ def _free_port() -> int:
 
 def _env(devices: int, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CIPO_")}
-    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu", **extra)
+    env.update(XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {CPU_COLLECTIVE_FLAGS}",
+               JAX_PLATFORMS="cpu", **extra)
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(REPO / ".jax_cache"))
     return env
 
