@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from cipo_jax.data import Task, load_tasks
-from cipo_jax.data.arith import ArithSpec, arith_task, final_integer, parse_arith_spec
+from cipo_jax.data.arith import ArithSpec, arith_task, parse_arith_spec
+from cipo_jax.verifiers.exact import final_integer
 from cipo_jax.data.jsonl import read_jsonl, write_jsonl
 from cipo_jax.data.tasks import task_from_dict, to_dict
 
@@ -137,7 +138,8 @@ def test_arith_bad_options():
 @pytest.mark.parametrize(
     "text, expected",
     [(" 82", 82), (" -11", -11), (" 3+4=7 7-9=-2 Answer: -2", -2), ("Answer: 5 then 6", 5), ("no digits", None),
-     ("Answer: 12\nAnswer: 13", 13), ("= 4 4", 4)],
+     ("Answer: 12\nAnswer: 13", 13), ("= 4 4", 4), ("The answer is: 4 + 6 = 10.", 10),
+     ("Answer: -3 (after 10 steps)", -3)],
 )
 def test_final_integer(text, expected):
     assert final_integer(text) == expected

@@ -25,7 +25,7 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_eval_cli_matches_independent_greedy_scoring(tiny_run, tmp_path, capsys):
-    from cipo_jax.data.arith import final_integer
+    from cipo_jax.verifiers.exact import final_integer
     from cipo_jax.data.load import load_tasks
     from cipo_jax.sampling import generate
     from cipo_jax.train.trainer import load_run_policy

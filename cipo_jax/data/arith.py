@@ -14,16 +14,14 @@ Train and test never share an expression, for any seeds: an expression belongs t
 iff a hash of its text falls in 1 of TEST_BUCKETS buckets, and each split redraws until its item
 falls on its own side.
 
-The "exact" verifier: the model's answer is the integer after the last "Answer:" in the text, or
-else the last integer in the text; it passes iff that equals int(reference). `final_integer`
-implements the extraction.
+Responses are scored by the "exact" verifier (`cipo_jax.verifiers.exact.final_integer` gives the
+answer a text states: the value after the last "Answer:", else the last integer).
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-import re
 from dataclasses import dataclass, fields
 
 from cipo_jax.data.tasks import Task
@@ -118,14 +116,3 @@ def arith_task(spec: ArithSpec, seed: int, split: str, index: int) -> Task:
 
 def arith_tasks(spec: ArithSpec, size: int, seed: int = 0, split: str = "train") -> list[Task]:
     return [arith_task(spec, seed, split, i) for i in range(size)]
-
-
-_ANSWER = re.compile(r"Answer:\s*(-?\d+)")
-_INTEGER = re.compile(r"-?\d+")
-
-
-def final_integer(text: str) -> int | None:
-    """The answer an "exact" task's response gives: the integer after the last "Answer:", else the
-    last integer in the text, else None."""
-    found = _ANSWER.findall(text) or _INTEGER.findall(text)
-    return int(found[-1]) if found else None
