@@ -40,16 +40,9 @@ def plot_demo(metrics: list[dict[str, Any]], evals: dict[str, dict[str, Any]], p
     for name, result in evals.items():
         ks = sorted(int(k) for k in result["pass_at_k"])
         ax_k.plot(ks, [result["pass_at_k"][str(k)] for k in ks], marker="o", label=name)
-    ax_k.set(xscale="log", xlabel="k", ylabel="pass@k", title="Held-out pass@k")
-    ax_k.set_xscale("log", base=2)
-    ax_k.set_xticks(ks, [str(k) for k in ks])
-    ax_k.minorticks_off()
+    _k_axis(ax_k, ks, "Held-out pass@k")
     ax_k.legend()
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_compare(metrics: dict[str, list[list[dict[str, Any]]]], evals: dict[str, list[dict[str, Any]]],
@@ -73,14 +66,23 @@ def plot_compare(metrics: dict[str, list[list[dict[str, Any]]]], evals: dict[str
     axes[0].set(xlabel="RL step", ylabel=f"training reward (moving avg {window})", title="Equal steps")
     axes[1].set(xlabel="generated tokens (cumulative)", ylabel=f"training reward (moving avg {window})",
                 title="Equal token budget")
-    axes[2].set(xscale="log", xlabel="k", ylabel="pass@k", title="Held-out pass@k, final checkpoints")
-    axes[2].set_xscale("log", base=2)
-    axes[2].set_xticks(ks, [str(k) for k in ks])
-    axes[2].minorticks_off()
+    _k_axis(axes[2], ks, "Held-out pass@k, final checkpoints")
     for ax in axes:
         ax.legend()
+    return _save(fig, path)
+
+
+def _k_axis(ax, ks: list[int], title: str) -> None:
+    """pass@k against k = 1, 2, 4, ... on a base-2 log axis labelled at each k."""
+    ax.set(xlabel="k", ylabel="pass@k", title=title)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
+
+
+def _save(fig, path: str | Path) -> Path:
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
