@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 HEADLINE = ("reward_mean", "corr_success", "replay_ratio", "loss_pg", "step_time")
 
 
-def _clean(value: Any) -> Any:
+def clean_value(value: Any) -> Any:
+    """A JSON-safe scalar: floats as floats, non-finite ones as None."""
     value = float(value) if hasattr(value, "__float__") and not isinstance(value, (int, bool)) else value
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no NaN; None marks "not finite"
@@ -42,7 +43,7 @@ class MetricsWriter:
     def write(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.is_main:
             return
-        row = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
+        row = {"step": step, **{k: clean_value(v) for k, v in metrics.items()}}
         try:
             with self.path.open("a") as f:
                 f.write(json.dumps(row) + "\n")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import signal
 import time
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from cipo_jax.data.tasks import Task
 from cipo_jax.train import step as step_lib
 from cipo_jax.train.batch import Row, pack_rows
 from cipo_jax.train.checkpoint import Checkpointer, CheckpointError, abstract_like
-from cipo_jax.train.metrics import MetricsWriter, truncate_metrics
+from cipo_jax.train.metrics import MetricsWriter, clean_value, truncate_metrics
 from cipo_jax.train.policy import build_model, build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -363,19 +362,14 @@ class Trainer:
             for s, h in previous.items():
                 signal.signal(s, h)
         summary = {"step": self.progress.step, "run_dir": str(self.run_dir),
-                   "stopped_by_signal": self._stop_signal, "last": last}
+                   "stopped_by_signal": self._stop_signal,
+                   "last": {k: clean_value(v) for k, v in last.items()}}
         if self.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=_json_default))
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
 
     def close(self) -> None:
         self.ckpt.close()
-
-
-def _json_default(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return str(x)
 
 
 def train(cfg: Config, *, progress_bar: bool = True) -> dict[str, Any]:

@@ -203,7 +203,7 @@ def _main():
     # Private references taken before any user code can patch the modules they live in.
     write, exit_, read, close, dup2 = os.write, os._exit, os.read, os.close, os.dup2
     run, compile_ = exec, compile
-    base_exc, perm_error = BaseException, PermissionError
+    base_exc = BaseException
     to_str, dict_t, type_t = str, dict, type
     flushes = (sys.stdout.flush, sys.stderr.flush)  # os._exit below skips interpreter flushing
 
