@@ -42,15 +42,18 @@ def grpo_advantages(rewards, std_normalize=True, eps=1e-6) -> np.ndarray:
     return np.array([normalize_group(list(row), std_normalize, eps) for row in np.asarray(rewards, float)])
 
 
-def correction_advantages(R, group_ids, std_normalize=True, eps=1e-6) -> np.ndarray:
-    R = np.asarray(R, float)
-    out = np.zeros_like(R)
+def correction_advantages(r_corr, r_source, group_ids, lambda_risk, std_normalize=True, eps=1e-6) -> np.ndarray:
+    """CIPO.md step 8: normalise the raw verdicts over each group, then subtract lambda_risk from
+    every wrong correction of a correct source."""
+    r_corr = np.asarray(r_corr, float)
+    out = np.zeros_like(r_corr)
     for g in set(int(x) for x in group_ids):
         members = [s for s in range(len(group_ids)) if group_ids[s] == g]
-        flat = [R[s, j] for s in members for j in range(R.shape[1])]
-        normed = normalize_group(flat, std_normalize, eps)
-        for k, (s, j) in enumerate((s, j) for s in members for j in range(R.shape[1])):
-            out[s, j] = normed[k]
+        cells = [(s, j) for s in members for j in range(r_corr.shape[1])]
+        normed = normalize_group([r_corr[s, j] for s, j in cells], std_normalize, eps)
+        for k, (s, j) in enumerate(cells):
+            broke = r_source[s] > 0.5 and r_corr[s, j] <= 0.5
+            out[s, j] = normed[k] - (lambda_risk if broke else 0.0)
     return out
 
 

@@ -10,7 +10,7 @@ import pytest
 import numpy_reference as ref
 from cipo_jax.cipo.correction import (
     ReplayState, correction_advantages, correction_group_ids, correction_metrics, nll_weights, priority,
-    retention_counts, select_sources, shape_rewards, update_replay,
+    retention_counts, select_sources, stochastic_round, update_replay,
 )
 from cipo_jax.config import CIPOConfig, load_config
 
@@ -28,13 +28,11 @@ def test_priority_hand_values():
 def test_slot_split_rounding_and_shortage():
     rng = np.random.default_rng(0)
     rewards = np.array([[1, 0, 0, 1], [0, 0, 0, 0], [1, 1, 1, 1]], float)  # 6 successes, 6 failures
-    # C = 5, rho = 0.4: round(2.0) = 2 success slots, 3 failure slots.
+    # C = 5, rho = 0.4: rho C = 2 exactly -> 2 success slots, 3 failure slots.
     src = select_sources(rewards, C=5, rho=0.4, eta=0.05, rng=rng)
     kinds = [rewards[b, i] for b, i in src]
     assert len(set(src)) == 5 and kinds == [0, 0, 0, 1, 1]
-    # C = 2, rho = 0.25: 0.5 rounds half UP to 1 success slot (Python's round() would give 0).
-    assert [rewards[b, i] for b, i in select_sources(rewards, C=2, rho=0.25, eta=0.05, rng=rng)] == [0, 1]
-    # All failures, C = 3, rho = 0.5: round(1.5) = 2 success slots find no success -> 3 failures.
+    # All failures, C = 3, rho = 0.5: 1 or 2 success slots find no success -> 3 failures.
     assert len(select_sources(np.zeros((2, 2)), C=3, rho=0.5, eta=0.05, rng=rng)) == 3
     # Two failures only, C = 5, rho = 0.2: 1 success slot, 4 failure slots of which 2 are filled;
     # the 2 unused failure slots go to successes -> 2 failures + 3 successes.
@@ -115,40 +113,96 @@ def test_zero_priority_items_come_last():
         assert src == [(0, 1), (0, 0)]
 
 
-def test_shape_rewards_hand_case():
-    # Source correct, correction wrong -> 0 - lambda; every other cell keeps r'.
-    r_corr = np.array([[1, 0, 0], [0, 1, 1]], float)
-    r_source = np.array([1, 0], float)
-    np.testing.assert_array_equal(shape_rewards(r_corr, r_source, 1.0), [[1, -1, -1], [0, 1, 1]])
-    np.testing.assert_array_equal(shape_rewards(r_corr, r_source, 0.5), [[1, -0.5, -0.5], [0, 1, 1]])
-    np.testing.assert_array_equal(shape_rewards(r_corr, r_source, 0.0), r_corr)
+def test_stochastic_round_expectation():
+    rng = np.random.default_rng(5)
+    n = 40_000
+    for x in (0.0, 0.4, 1.0, 2.75):
+        draws = np.array([stochastic_round(x, rng) for _ in range(n)])
+        assert set(draws) <= {int(np.floor(x)), int(np.floor(x)) + 1}
+        assert abs(draws.mean() - x) < 4 * 0.5 / np.sqrt(n), x
+    with pytest.raises(ValueError, match="x >= 0"):
+        stochastic_round(-0.1, rng)
+
+
+def test_success_slots_follow_rho_c_in_expectation():
+    # C = 4, rho = 0.1: rho C = 0.4, and round-half-up gave 0 success slots every time; now 1 slot 40%
+    # of the time (6 failures fill the other slots).
+    rewards = np.array([[1, 0, 0, 1], [0, 0, 0, 0], [1, 1, 1, 1]], float)
+    rng = np.random.default_rng(6)
+    n = 20_000
+    succ = [sum(rewards[b, i] for b, i in select_sources(rewards, C=4, rho=0.1, eta=0.05, rng=rng)) for _ in range(n)]
+    assert set(succ) == {0, 1}
+    assert abs(np.mean(succ) - 0.4) < 4 * np.sqrt(0.24 / n)
+
+
+def test_replay_controller_leaves_a_small_rho():
+    """rho_0 C = 0.08 < 1/2: under round-half-up no success is ever corrected, retention is never
+    observed and rho stays at 0.01 forever. Every correction of a success breaks here (kappa = 0
+    < kappa*), so each observation raises rho by eta_rho (kappa* - ema) until it reaches rho_max."""
+    rewards = np.array([[1, 0, 1, 0], [1, 1, 0, 0]], float)
+    rng = np.random.default_rng(7)
+    state = ReplayState(rho=0.01)
+    for _ in range(400):
+        src = select_sources(rewards, C=8, rho=state.rho, eta=0.05, rng=rng)
+        r_src = np.array([rewards[b, i] for b, i in src])
+        kept, total = retention_counts(np.zeros((len(src), 2)), r_src)
+        state = update_replay(state, kept, total, CFG)
+    assert state.kappa_ema == pytest.approx(0.0) and state.rho == pytest.approx(CFG.rho_max)
 
 
 def test_correction_advantages_hand_case():
-    # Source 0: R = (1, -1): mean 0, population std 1 -> (1, -1). Source 1: R = (0, 1): mean .5,
-    # std .5 -> (-1, 1). Grouped by prompt (both sources of prompt 7): R = (1, -1, 0, 1): mean 1/4,
-    # variance (9/16 + 25/16 + 1/16 + 9/16) / 4 = 11/16, std = sqrt(11)/4.
-    R = np.array([[1, -1], [0, 1]], float)
-    np.testing.assert_allclose(correction_advantages(R, np.array([0, 1]), eps=0.0), [[1, -1], [-1, 1]])
-    s = np.sqrt(11) / 4
-    np.testing.assert_allclose(correction_advantages(R, np.array([7, 7]), eps=0.0),
-                               [[0.75 / s, -1.25 / s], [-0.25 / s, 0.75 / s]])
-    np.testing.assert_allclose(correction_advantages(R, np.array([7, 7]), std_normalize=False),
-                               [[0.75, -1.25], [-0.25, 0.75]])
+    # eps = 1e-6 (the default) moves the z-scores by ~2e-6. r' per source, M = 2. Source 0 (correct): r' = (1, 0) -> z = (1, -1), the broken one -lambda.
+    # Source 1 (failed): r' = (0, 1) -> (-1, 1), no penalty. Source 2 (correct, both break): r' =
+    # (0, 0) -> z = (0, 0), then -lambda each: the case the penalty exists for.
+    r_corr = np.array([[1, 0], [0, 1], [0, 0]], float)
+    r_src = np.array([1, 0, 1], float)
+    per_source = np.arange(3)
+    np.testing.assert_allclose(correction_advantages(r_corr, r_src, per_source, lambda_risk=1.0),
+                               [[1, -2], [-1, 1], [-1, -1]], atol=1e-5)
+    np.testing.assert_allclose(correction_advantages(r_corr, r_src, per_source, lambda_risk=0.5),
+                               [[1, -1.5], [-1, 1], [-0.5, -0.5]], atol=1e-5)
+    # Grouped by prompt (sources 0 and 1 of prompt 7, source 2 of prompt 9): r' = (1, 0, 0, 1):
+    # mean 1/2, std 1/2 -> (1, -1, -1, 1); prompt 9 alone -> (0, 0); then the penalty.
+    by_prompt = np.array([7, 7, 9])
+    np.testing.assert_allclose(correction_advantages(r_corr, r_src, by_prompt, lambda_risk=1.0),
+                               [[1, -2], [-1, 1], [-1, -1]], atol=1e-5)
+    # Dr.GRPO (centre only): source 0 -> (.5, -.5) then -1 on the broken one.
+    np.testing.assert_allclose(
+        correction_advantages(r_corr, r_src, per_source, lambda_risk=1.0, std_normalize=False),
+        [[0.5, -1.5], [-0.5, 0.5], [-1, -1]])
+    with pytest.raises(ValueError, match="lambda_risk must be >= 0"):
+        correction_advantages(r_corr, r_src, per_source, lambda_risk=-1.0)
 
 
 @pytest.mark.parametrize("std_normalize", [True, False])
-def test_correction_advantages_match_plain_loop(std_normalize):
+@pytest.mark.parametrize("group_by", ["source", "prompt"])
+def test_correction_advantages_match_plain_loop(std_normalize, group_by):
     rng = np.random.default_rng(3)
     sources = [(int(b), int(i)) for b, i in zip(rng.integers(0, 4, 9), rng.integers(0, 8, 9))]
-    R = shape_rewards(rng.integers(0, 2, (9, 4)).astype(float), rng.integers(0, 2, 9).astype(float), 1.0)
-    for group_by in ("source", "prompt"):
-        ids = correction_group_ids(sources, group_by)
-        np.testing.assert_allclose(correction_advantages(R, ids, std_normalize=std_normalize),
-                                   ref.correction_advantages(R, ids, std_normalize), atol=1e-12)
-    assert correction_advantages(np.zeros((0, 4)), np.zeros(0, int)).shape == (0, 4)
+    r_corr = rng.integers(0, 2, (9, 4)).astype(float)
+    r_src = rng.integers(0, 2, 9).astype(float)
+    ids = correction_group_ids(sources, group_by)
+    plain = correction_advantages(r_corr, r_src, ids, lambda_risk=0.0, std_normalize=std_normalize)
+    for lam in (0.0, 1.0, 5.0):
+        got = correction_advantages(r_corr, r_src, ids, lambda_risk=lam, std_normalize=std_normalize)
+        np.testing.assert_allclose(got, ref.correction_advantages(r_corr, r_src, ids, lam, std_normalize), atol=1e-12)
+        # lambda moves only the broken corrections of correct sources, each by exactly -lambda.
+        broke = (r_src[:, None] == 1) & (r_corr == 0)
+        np.testing.assert_allclose(got[~broke], plain[~broke], atol=1e-12)
+        np.testing.assert_allclose(got[broke], plain[broke] - lam, atol=1e-12)
+    assert correction_advantages(np.zeros((0, 4)), np.zeros(0), np.zeros(0, int), lambda_risk=1.0).shape == (0, 4)
     with pytest.raises(ValueError, match="unknown group_by"):
         correction_group_ids(sources, "batch")
+
+
+def test_risk_penalty_does_not_cancel():
+    """The defect this guards against: a penalty added before a per-source z-score cancels, so
+    lambda = 0, 1, 5 gave identical advantages and an all-broken correct source got 0."""
+    r_corr, r_src, ids = np.array([[0.0, 0.0, 0.0]]), np.array([1.0]), np.array([0])
+    advs = [correction_advantages(r_corr, r_src, ids, lambda_risk=lam) for lam in (0.0, 1.0, 5.0)]
+    np.testing.assert_allclose(advs[0], 0.0)
+    np.testing.assert_allclose(advs[1], -1.0)
+    np.testing.assert_allclose(advs[2], -5.0)
 
 
 def test_nll_weights_and_retention_counts_hand_case():

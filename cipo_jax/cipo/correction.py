@@ -48,12 +48,23 @@ def _draw_without_replacement(
     return order[:k]
 
 
+def stochastic_round(x: float, rng: np.random.Generator) -> int:
+    """floor(x) + Bernoulli(x - floor(x)): an integer whose expectation is x."""
+    if x < 0:
+        raise ValueError(f"stochastic_round: need x >= 0, got {x}")
+    lo = int(np.floor(x))
+    return lo + int(rng.random() < x - lo)
+
+
 def select_sources(
     rewards: Float[np.ndarray, "B G"], *, C: int, rho: float, eta: float, rng: np.random.Generator
 ) -> list[tuple[int, int]]:
-    """Up to C rollouts (b, i) to correct: round(rho C) slots for successes, the rest for failures.
+    """Up to C rollouts (b, i) to correct: about rho C slots for successes, the rest for failures.
 
-    [ours] round half up; when one kind has too few rollouts its unused slots go to the other,
+    The success slots are rho C rounded stochastically (floor, plus one with probability equal
+    to the fraction), so their expectation is exactly rho C and any rho > 0 keeps observing
+    retention: round-half-up gave 0 slots for rho < 1/(2C) and froze the controller there.
+    When one kind has too few rollouts its unused slots go to the other,
     so min(C, B G) sources are returned. Within a kind, (b, i) is drawn without replacement with
     probability proportional to w(p_b) of its prompt. Order: failures, then successes, each in
     draw order.
@@ -71,7 +82,7 @@ def select_sources(
     weight = np.repeat(priority(pass_rate, eta), G)  # (B G,): w(p_b) for every rollout of b
     succ_idx, fail_idx = np.flatnonzero(success), np.flatnonzero(~success)
 
-    n_succ = min(int(np.floor(rho * C + 0.5)), len(succ_idx))
+    n_succ = min(stochastic_round(rho * C, rng), len(succ_idx))
     n_fail = min(C - n_succ, len(fail_idx))
     n_succ = min(C - n_fail, len(succ_idx))  # failures ran short: successes take their slots
     chosen = np.concatenate([
@@ -81,19 +92,7 @@ def select_sources(
     return [(int(j) // G, int(j) % G) for j in chosen]
 
 
-# --------------------------------------------------------------------- step 7: risk shaping
-def shape_rewards(
-    r_corr: Float[np.ndarray, "S M"], r_source: Float[np.ndarray, "S"], lambda_risk: float
-) -> Float[np.ndarray, "S M"]:
-    """R = r' - lambda_risk * [source correct and correction wrong]."""
-    r_corr, r_source = np.asarray(r_corr, np.float64), np.asarray(r_source, np.float64)
-    if r_corr.ndim != 2 or r_source.shape != r_corr.shape[:1]:
-        raise ValueError(f"shape_rewards: need r_corr (S, M) and r_source (S,), got {r_corr.shape} and {r_source.shape}")
-    broke = is_success(r_source)[:, None] & ~is_success(r_corr)
-    return r_corr - lambda_risk * broke
-
-
-# ------------------------------------------------------------------- step 8: advantages
+# ---------------------------------------- steps 7-8: correction advantages, risk shaping
 def correction_group_ids(
     sources: list[tuple[int, int]], group_by: Literal["source", "prompt"]
 ) -> Int[np.ndarray, "S"]:
@@ -105,18 +104,18 @@ def correction_group_ids(
     raise ValueError(f"unknown group_by {group_by!r}; known: source, prompt")
 
 
-def correction_advantages(
-    R: Float[np.ndarray, "S M"], group_ids: Int[np.ndarray, "S"], *, std_normalize: bool = True,
+def group_normalize(
+    values: Float[np.ndarray, "S M"], group_ids: Int[np.ndarray, "S"], *, std_normalize: bool = True,
     eps: float = 1e-6,
 ) -> Float[np.ndarray, "S M"]:
-    """A' = R group-normalised over all corrections of the sources sharing a group id."""
-    R = np.asarray(R, np.float64)
+    """values normalised over all corrections of the sources sharing a group id."""
+    values = np.asarray(values, np.float64)
     ids = np.asarray(group_ids)
-    if R.ndim != 2 or ids.shape != R.shape[:1]:
-        raise ValueError(f"correction_advantages: need R (S, M) and group_ids (S,), got {R.shape} and {ids.shape}")
-    S, M = R.shape
+    if values.ndim != 2 or ids.shape != values.shape[:1]:
+        raise ValueError(f"group_normalize: need values (S, M) and group_ids (S,), got {values.shape} and {ids.shape}")
+    S, M = values.shape
     if S == 0:
-        return R.copy()
+        return values.copy()
     _, group = np.unique(ids, return_inverse=True)  # (S,) dense group index
     count = np.bincount(group)  # sources per group
     order = np.argsort(group, kind="stable")
@@ -125,10 +124,31 @@ def correction_advantages(
     # Pack each group into one padded row so the same row normaliser as GRPO applies.
     padded = np.zeros((len(count), count.max(), M))
     present = np.zeros_like(padded)
-    padded[group, slot], present[group, slot] = R, 1.0
+    padded[group, slot], present[group, slot] = values, 1.0
     adv = normalize_rows(padded.reshape(len(count), -1), present.reshape(len(count), -1),
                          std_normalize=std_normalize, eps=eps)
     return adv.reshape(padded.shape)[group, slot]
+
+
+def correction_advantages(
+    r_corr: Float[np.ndarray, "S M"], r_source: Float[np.ndarray, "S"], group_ids: Int[np.ndarray, "S"], *,
+    lambda_risk: float, std_normalize: bool = True, eps: float = 1e-6,
+) -> Float[np.ndarray, "S M"]:
+    """A' = groupnorm(r') - lambda_risk [source correct and correction wrong] (steps 7-8).
+
+    The penalty comes AFTER normalisation on purpose: all corrections of one source share its
+    label, so a penalty added before a per-source z-score is an affine map of r' and cancels
+    (a correct source whose M corrections all break would get 0). lambda_risk = 0 is plain
+    group normalisation; an all-broken correct source gets -lambda_risk.
+    """
+    r_corr, r_source = np.asarray(r_corr, np.float64), np.asarray(r_source, np.float64)
+    if r_corr.ndim != 2 or r_source.shape != r_corr.shape[:1]:
+        raise ValueError(f"correction_advantages: need r_corr (S, M) and r_source (S,), got {r_corr.shape} "
+                         f"and {r_source.shape}")
+    if lambda_risk < 0:
+        raise ValueError(f"correction_advantages: lambda_risk must be >= 0, got {lambda_risk}")
+    broke = is_success(r_source)[:, None] & ~is_success(r_corr)  # (S, M)
+    return group_normalize(r_corr, group_ids, std_normalize=std_normalize, eps=eps) - lambda_risk * broke
 
 
 def nll_weights(r_corr: Float[np.ndarray, "S M"], r_source: Float[np.ndarray, "S"]) -> Float[np.ndarray, "S M"]:

@@ -158,10 +158,9 @@ class RolloutWorker:
             S = len(sources)
             r_corr = c_flat.reshape(S, M)
             r_src = np.array([rewards[b, i] for b, i in sources])
-            shaped = corr.shape_rewards(r_corr, r_src, cfg.cipo.lambda_risk)
             groups = corr.correction_group_ids(sources, cfg.cipo.group_by)
-            c_adv = corr.correction_advantages(shaped, groups, std_normalize=cfg.grpo.std_normalize,
-                                               eps=cfg.grpo.adv_eps)
+            c_adv = corr.correction_advantages(r_corr, r_src, groups, lambda_risk=cfg.cipo.lambda_risk,
+                                               std_normalize=cfg.grpo.std_normalize, eps=cfg.grpo.adv_eps)
             nll_w = corr.nll_weights(r_corr, r_src)
             rows += [Row(prompt=c_prompts[k // M], completion=c_res.tokens[k], logprobs=c_res.logprobs[k],
                          advantage=float(c_adv.flat[k]), stream=CORRECTION, nll_weight=float(nll_w.flat[k]))
