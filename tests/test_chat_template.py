@@ -5,7 +5,7 @@ import pytest
 from cipo_jax.config import CIPOConfig
 from cipo_jax.data import Task, load_tasks
 from cipo_jax.data.chat_template import render_chat
-from cipo_jax.data.correction import (
+from cipo_jax.cipo.template import (
     correction_messages,
     correction_prompt_text,
     render_correction,

@@ -28,7 +28,7 @@ def test_eval_cli_matches_independent_greedy_scoring(tiny_run, tmp_path, capsys)
     from cipo_jax.verifiers.exact import final_integer
     from cipo_jax.data.load import load_tasks
     from cipo_jax.sampling import generate
-    from cipo_jax.train.trainer import load_run_policy
+    from cipo_jax.train.policy import load_policy
 
     out = tmp_path / "eval.json"
     # Temperature 0: all n samples are the greedy answer, so every pass@k equals the greedy accuracy.
@@ -36,7 +36,7 @@ def test_eval_cli_matches_independent_greedy_scoring(tiny_run, tmp_path, capsys)
                  "--step", "1", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert "pass@4" in capsys.readouterr().out
-    model, tok, cfg = load_run_policy(tiny_run, step=1)
+    model, tok, cfg, _ = load_policy(tiny_run, 1)
     tasks = load_tasks(cfg.tasks.spec, size=16, seed=cfg.tasks.seed, split="test")
     res = generate(model, [tok.encode(t.prompt, add_bos=tok.add_bos) for t in tasks], max_new_tokens=8,
                    temperature=0.0, stop_tokens=(tok.eos_id,))

@@ -61,14 +61,14 @@ def faulty_run(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setattr(verifiers, "VerifierPool", partial(verifiers.VerifierPool, table={"exact": faulty_exact}))
     verdicts = []  # (rewards, statuses) of every batch the trainer scored
-    score = rollout.RolloutWorker._score
+    score = rollout.RolloutWorker.score
 
     def recording_score(self, tasks, texts):
         rewards, statuses = score(self, tasks, texts)
         verdicts.append((rewards, statuses))
         return rewards, statuses
 
-    mp.setattr(rollout.RolloutWorker, "_score", recording_score)
+    mp.setattr(rollout.RolloutWorker, "score", recording_score)
     rl_step, pack_rows = trainer.Trainer.rl_step, trainer.pack_rows
     steps_done = []  # RL steps completed when the current one began
 

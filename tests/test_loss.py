@@ -10,9 +10,10 @@ import pytest
 
 import numpy_reference as ref
 from cipo_jax.cipo.loss import (
-    AGGREGATIONS, LossBatch, LossConfig, cipo_loss, grpo_advantages, loss_config, loss_normalisers,
-    sft_loss, token_logprobs,
+    AGGREGATIONS, LOSS_METRICS, LossBatch, LossConfig, cipo_loss, loss_config, loss_normalisers, sft_loss,
+    token_logprobs,
 )
+from cipo_jax.cipo.step import grpo_advantages
 from cipo_jax.config import load_config
 
 N, T, V = 8, 10, 5
@@ -115,6 +116,7 @@ def test_loss_and_logp_gradient_match_reference(aggregation, terms):
                                                                 jnp.asarray(ent, jnp.float32))
     want_loss, want_metrics = ref.cipo_loss(logp, ent, batch, ref_cfg(cfg))
     assert abs(float(loss) - want_loss) <= TOL
+    assert set(metrics) == set(LOSS_METRICS)  # the names the trainer logs are the loss's own
     for name, value in want_metrics.items():
         assert abs(float(metrics[name]) - value) <= TOL, name
     want_grad = ref.finite_difference_grad(lambda lp: ref.cipo_loss(lp, ent, batch, ref_cfg(cfg))[0], logp)

@@ -15,7 +15,7 @@ import pytest
 from cipo_jax.config import RunConfig
 from conftest import CPU_COLLECTIVE_FLAGS
 from cipo_jax.distributed import combine_shares, launch_settings, my_share, on_cloud_tpu_vm
-from cipo_jax.train.trainer import LOSS_METRICS
+from cipo_jax.train.trainer import UPDATE_METRICS
 
 REPO = Path(__file__).resolve().parents[1]
 # optim.lr: the first Adam step maps each gradient element to about +-lr, including elements that
@@ -75,9 +75,9 @@ def _params(run_dir: Path, step: int | None = None) -> dict:
     import jax
     from flax import nnx
 
-    from cipo_jax.train.trainer import load_run_policy
+    from cipo_jax.train.policy import load_policy
 
-    model, _, _ = load_run_policy(run_dir, step=step)
+    model = load_policy(run_dir, step).model
     leaves = jax.tree_util.tree_flatten_with_path(nnx.state(model, nnx.Param))[0]
     return {jax.tree_util.keystr(p): np.asarray(x) for p, x in leaves}
 
@@ -105,8 +105,8 @@ def test_two_processes_train_the_same_parameters_as_one(runs):
     assert [r["step"] for r in rows_two] == [r["step"] for r in rows_one] == [1, 2, 3]
     for a, b in zip(rows_two, rows_one):
         assert a.keys() == b.keys()
-        assert {k: a[k] for k in a if k not in LOSS_METRICS} == {k: b[k] for k in b if k not in LOSS_METRICS}
-        np.testing.assert_allclose([a[k] for k in LOSS_METRICS], [b[k] for k in LOSS_METRICS], rtol=1e-4, atol=1e-7)
+        assert {k: a[k] for k in a if k not in UPDATE_METRICS} == {k: b[k] for k in b if k not in UPDATE_METRICS}
+        np.testing.assert_allclose([a[k] for k in UPDATE_METRICS], [b[k] for k in UPDATE_METRICS], rtol=1e-4, atol=1e-7)
     # ...and the same parameters, up to the summation order of cross-device reductions, which is
     # well below how far the RL steps moved them (measured: 4.4e-6 vs 9.5e-5).
     a, b, start = _params(two), _params(one), _params(one, step=1)
@@ -174,7 +174,7 @@ def test_tpu_detection_reads_the_pci_bus(tmp_path):
 
 COMBINE = """
 import sys, jax, numpy as np
-from cipo_jax.train.trainer import LOSS_METRICS
+from cipo_jax.train.trainer import UPDATE_METRICS
 from cipo_jax.distributed import combine_shares, my_share
 jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2]))
 values = np.array([[i / 3, i * 1e-300] for i in range(7)])  # float64 that float32 would change

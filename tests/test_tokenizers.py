@@ -8,7 +8,7 @@ import pytest
 from cipo_jax.config import CIPOConfig
 from cipo_jax.data import load_tasks
 from cipo_jax.data.cli import add_arguments, main
-from cipo_jax.data.correction import render_correction, render_prompt
+from cipo_jax.cipo.template import render_correction, render_prompt
 from cipo_jax.data.tokenizer import load_tokenizer
 
 TEXTS = [

@@ -47,12 +47,12 @@ def test_export_writes_a_hugging_face_checkpoint(run_dir, tmp_path):
     import numpy as np
     import torch
 
-    from cipo_jax.train.trainer import load_run_policy
+    from cipo_jax.train.policy import load_policy
 
     out = tmp_path / "hf"
     assert cli(["export", "--checkpoint", str(run_dir), "--out", str(out)]) == 0
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
-    model, _, _ = load_run_policy(run_dir)
+    model = load_policy(run_dir).model
     tokens = np.array([[1, 5, 9, 3, 7]], np.int32)
     ours = np.asarray(model(tokens))
     theirs = hf(torch.tensor(tokens, dtype=torch.long)).logits.detach().numpy()

@@ -11,7 +11,12 @@ unbiased (ddof = 1) estimate; the two differ by a factor sqrt(G / (G - 1)) on ev
 
 from __future__ import annotations
 
-from jaxtyping import Array, Float
+from typing import Any
+
+from jaxtyping import Float
+
+# A numpy or jax.numpy array (jaxtyping's own `Array` would import JAX into host code).
+Array = Any
 
 
 def normalize_rows(

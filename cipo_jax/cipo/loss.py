@@ -1,4 +1,5 @@
-"""The CIPO loss (CIPO.md steps 3 and 9) as pure JAX functions.
+"""The CIPO loss (CIPO.md step 9) as pure JAX functions. The advantages it reads are computed on the
+host by `cipo/step.py`.
 
     L = L_pg(original stream, A) + alpha_corr * L_pg(correction stream, A')
         + gamma_nll * L_nll(successful corrections of failed sources) + beta_kl * KL(pi_theta || pi_ref)
@@ -25,18 +26,11 @@ import jax.numpy as jnp
 from flax import struct
 from jaxtyping import Array, Float, Int
 
-from cipo_jax.cipo.groups import normalize_rows
+from cipo_jax.cipo.step import CORRECTION
 from cipo_jax.config import Config
 
-ORIGINAL, CORRECTION = 0, 1  # values of LossBatch.stream
-
-
-# ----------------------------------------------------------------------------- step 3: advantages
-def grpo_advantages(
-    rewards: Float[Array, "B G"], *, std_normalize: bool = True, eps: float = 1e-6
-) -> Float[Array, "B G"]:
-    """A_{b,i} = (r_{b,i} - mean_b) / (std_b + eps), population std; std_normalize=False is Dr.GRPO."""
-    return normalize_rows(jnp.asarray(rewards, jnp.float32), std_normalize=std_normalize, eps=eps)
+# The metrics `cipo_loss` returns (each a share of its global-batch value).
+LOSS_METRICS = ("loss", "loss_pg", "loss_corr", "loss_nll", "kl", "entropy", "clip_frac")
 
 
 # ------------------------------------------------------------------------ per-token log-probs
@@ -92,7 +86,7 @@ class LossBatch:
     old_logp: Float[Array, "N T"]  # log pi_old from sampling
     ref_logp: Float[Array, "N T"]  # log pi_ref (zeros when beta_kl = 0)
     advantages: Float[Array, "N"]  # A (stream 0) or A' (stream 1)
-    stream: Int[Array, "N"]  # ORIGINAL or CORRECTION
+    stream: Int[Array, "N"]  # ORIGINAL or CORRECTION (cipo/step.py)
     nll_weight: Float[Array, "N"]  # 1 for a successful correction of a failed source, else 0
 
     @classmethod

@@ -69,7 +69,7 @@ def _show(tasks, tokenizer_spec: str, chat: bool) -> None:
     for task in tasks:
         print(json.dumps(to_dict(task), ensure_ascii=False)[:2000])
         if tokenizer is not None:
-            from cipo_jax.data.correction import render_prompt
+            from cipo_jax.cipo.template import render_prompt
 
             ids = render_prompt(task, tokenizer, chat=chat)
             print(f"--- rendered ({len(ids)} tokens):\n{tokenizer.decode(ids)}\n---")

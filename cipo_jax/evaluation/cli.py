@@ -31,21 +31,14 @@ def evaluate_run(run_dir: str | Path, *, step: int | None, tasks_spec: str | Non
     """Evaluate one checkpoint of a run; the result records where it came from."""
     from cipo_jax.data.load import load_tasks
     from cipo_jax.evaluation.evaluate import evaluate_policy, settings_from_config
-    from cipo_jax.train.trainer import load_run_policy
+    from cipo_jax.train.policy import load_policy
 
-    model, tokenizer, cfg = load_run_policy(run_dir, step=step)
+    model, tokenizer, cfg, step = load_policy(run_dir, step)
     spec = tasks_spec or cfg.tasks.spec
     tasks = load_tasks(spec, size=size, seed=cfg.tasks.seed, split="test")
     settings = {k: v for k, v in settings.items() if v is not None}
     result = evaluate_policy(model, tokenizer, tasks, settings_from_config(cfg, **settings), pool)
-    return {"run_dir": str(run_dir), "step": _checkpoint_step(run_dir, step), "tasks": spec, **result}
-
-
-def _checkpoint_step(run_dir: str | Path, step: int | None) -> int:
-    if step is not None:
-        return step
-    steps = [int(p.name) for p in (Path(run_dir) / "checkpoints").iterdir() if p.name.isdigit()]
-    return max(steps)
+    return {"run_dir": str(run_dir), "step": step, "tasks": spec, **result}
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,8 +1,8 @@
 """Evaluate a policy on held-out tasks: n samples per problem for pass@k, and two attempts for
 self-correction (t1 = a first attempt, t2 = its correction through the training template).
 
-Host work (rendering, verifying) mirrors the trainer's rollout: the same `render_prompt`,
-`render_correction` and `completion_text`, so evaluation sees exactly what training saw.
+Sampling and verifying go through the trainer's own helpers (`train.rollout.sample` / `score`,
+which render with `cipo.template`), so evaluation sees exactly what training saw.
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ from typing import Any, Literal
 
 import numpy as np
 
-from cipo_jax.cipo.correction import SUCCESS_THRESHOLD
-from cipo_jax.data.correction import render_correction, render_prompt
+from cipo_jax.cipo.correction import is_success
+from cipo_jax.cipo.template import Request
 from cipo_jax.data.tasks import Task
 from cipo_jax.data.tokenizer import Tokenizer
 from cipo_jax.evaluation.passk import pass_at_k_curve
 from cipo_jax.evaluation.selfcorrect import self_correction_metrics
-from cipo_jax.sampling import generate
-from cipo_jax.train.rollout import completion_text
+from cipo_jax.train import rollout
 
 
 @dataclass(frozen=True)
@@ -48,21 +47,20 @@ def settings_from_config(cfg, **overrides) -> EvalSettings:
     return EvalSettings(**{**base, **overrides})
 
 
-def _sample_texts(model, tokenizer: Tokenizer, prompts: list[list[int]], n: int, temperature: float,
+def _sample_texts(model, tokenizer: Tokenizer, requests: list[Request], n: int, temperature: float,
                   s: EvalSettings, seed: int) -> list[str]:
-    """n completions per prompt, prompt-major, as text without the stop token."""
+    """n completions per request, request-major, as text without the stop token."""
     texts: list[str] = []
     per_call = max(1, s.rows_per_call // n)
-    for start in range(0, len(prompts), per_call):
-        res = generate(model, prompts[start:start + per_call], max_new_tokens=s.max_new_tokens, n=n,
-                       temperature=temperature, stop_tokens=(tokenizer.eos_id,), seed=seed + start)
-        texts += [completion_text(t, tokenizer, f) for t, f in zip(res.tokens, res.finish_reason)]
+    for start in range(0, len(requests), per_call):
+        texts += rollout.sample(model, tokenizer, requests[start:start + per_call], n, chat=s.chat,
+                                template=s.template, max_new_tokens=s.max_new_tokens, temperature=temperature,
+                                seed=seed + start).texts
     return texts
 
 
 def _verify(pool, tasks: list[Task], texts: list[str]) -> np.ndarray:
-    verdicts = pool.score_batch([(t.verifier, x, t.reference, t.meta) for t, x in zip(tasks, texts)])
-    return np.array([v.reward > SUCCESS_THRESHOLD for v in verdicts], bool)  # the trainer's pass rule
+    return is_success(rollout.score(pool, tasks, texts)[0])  # the trainer's pass rule
 
 
 def evaluate_policy(model, tokenizer: Tokenizer, tasks: list[Task], settings: EvalSettings, pool) -> dict[str, Any]:
@@ -70,14 +68,14 @@ def evaluate_policy(model, tokenizer: Tokenizer, tasks: list[Task], settings: Ev
     if not tasks:
         raise ValueError("no tasks to evaluate")
     s = settings
-    prompts = [render_prompt(t, tokenizer, chat=s.chat) for t in tasks]
+    prompts = [Request(t) for t in tasks]
 
     samples = _sample_texts(model, tokenizer, prompts, s.n, s.temperature, s, seed=s.seed)
     correct_pn = _verify(pool, [t for t in tasks for _ in range(s.n)], samples).reshape(len(tasks), s.n)
 
     t1_temperature = 0.0 if s.first_attempt == "greedy" else s.temperature
     first = _sample_texts(model, tokenizer, prompts, 1, t1_temperature, s, seed=s.seed + 1)
-    corr_prompts = [render_correction(t, x, tokenizer, chat=s.chat, template=s.template) for t, x in zip(tasks, first)]
+    corr_prompts = [Request(t, attempt=x) for t, x in zip(tasks, first)]
     second = _sample_texts(model, tokenizer, corr_prompts, 1, t1_temperature, s, seed=s.seed + 2)
     t1, t2 = _verify(pool, tasks, first), _verify(pool, tasks, second)
 

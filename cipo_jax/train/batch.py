@@ -8,20 +8,9 @@ jitted step compiles once per bucket, not once per batch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Row:
-    prompt: list[int]
-    completion: list[int]
-    logprobs: list[float]
-    advantage: float = 0.0
-    stream: int = 0  # 0 = original rollout, 1 = correction
-    nll_weight: float = 0.0  # 1 for a successful correction of a failed source
-    counted: bool = True  # False drops the row from every loss term (e.g. overlong filtering)
+from cipo_jax.cipo.step import Row
 
 
 def round_up(x: int, multiple: int) -> int:

@@ -15,9 +15,9 @@ def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from cipo_jax.models import save_hf
-    from cipo_jax.train.trainer import load_run_policy
+    from cipo_jax.train.policy import load_policy
 
-    model, tokenizer, _ = load_run_policy(args.checkpoint, step=args.step)
+    model, tokenizer, _, _ = load_policy(args.checkpoint, args.step)
     save_hf(model, args.out)
     spec = getattr(tokenizer, "spec", "")
     if spec.startswith("sp:"):  # the tiny models' sentencepiece file travels with the weights

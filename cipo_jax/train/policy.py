@@ -1,4 +1,5 @@
-"""Build the policy model and its tokenizer from `config.model` (+ `config.tasks.tokenizer`).
+"""The policy of a run: model and tokenizer from `config.model` (+ `config.tasks.tokenizer`), its
+optimizer, the tree a run checkpoints, and `load_policy` (a saved run's policy, for eval and export).
 
 Sources: "tiny" (random init; its tokenizer is a sentencepiece model trained on the task
 corpus and kept in the run dir, or the one `tasks.tokenizer` names), "hf:<dir>", "gguf:<file>",
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from cipo_jax.config import Config
 from cipo_jax.configlib import ConfigError
@@ -77,3 +79,67 @@ def build_model(cfg: Config, tokenizer: Tokenizer, *, seed: int):
     if model.config.remat != m.remat:
         model.config = model.config.replace(remat=m.remat)
     return model
+
+
+def rl_optimizer(cfg: Config):
+    """The RL optimizer: its schedule spans every update of the run (steps x minibatches)."""
+    from cipo_jax.train.step import make_optimizer
+
+    return make_optimizer(cfg.optim, max(cfg.run.steps, 1) * cfg.optim.minibatches)
+
+
+def checkpoint_tree(state, ref=None) -> dict[str, Any]:
+    """The tree a run checkpoints (arrays, or their abstract stand-ins to restore into): the train
+    state, plus the reference policy's parameters when the KL term keeps one."""
+    return {"state": state} if ref is None else {"state": state, "ref": ref}
+
+
+class LoadedPolicy(NamedTuple):
+    model: Any  # nnx.Module with the checkpoint's parameters
+    tokenizer: Tokenizer
+    config: Config  # the run's resolved config
+    step: int  # the checkpoint step that was restored
+
+
+def load_policy(run_dir: str | Path, step: int | None = None) -> LoadedPolicy:
+    """The policy of a run's checkpoint (the newest intact one unless `step` is given).
+
+    Restores through the same verified path as a resumed run: fingerprints are checked and a
+    damaged newest step falls back to an earlier one; a damaged requested step is an error."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from cipo_jax.config import load_config
+    from cipo_jax.data.load import load_tasks
+    from cipo_jax.train.checkpoint import Checkpointer, CheckpointError, abstract_like
+    from cipo_jax.train.step import TrainState, split_model
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run_dir} is not a cipo_jax run directory (no config.yaml)")
+    cfg = load_config(run_dir / "config.yaml")
+    tasks = load_tasks(cfg.tasks.spec, size=cfg.tasks.size, seed=cfg.tasks.seed, split="train")
+    tokenizer = build_tokenizer(cfg, tasks, run_dir)
+    graphdef, params, rest = split_model(build_model(cfg, tokenizer, seed=cfg.run.seed))
+    params_abstract = abstract_like(params)
+    state = TrainState(params=params_abstract, opt_state=jax.eval_shape(rl_optimizer(cfg).init, params),
+                       updates=jax.ShapeDtypeStruct((), jnp.int32))
+    # Every leaf needs a target sharding: without one orbax uses the saved one, which names the
+    # writing run's devices (another mesh, other hosts) and fails here.
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda x: x if x.sharding is not None else
+                            jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                            checkpoint_tree(state, params_abstract if cfg.grpo.beta_kl > 0 else None))
+    ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.run.keep_checkpoints, async_save=False)
+    try:
+        if step is not None and step not in ckpt.steps():
+            raise FileNotFoundError(f"{run_dir}: no checkpoint at step {step}; have {ckpt.steps()}")
+        found = ckpt.restore_latest(abstract, step=step)
+        if found is None:
+            raise FileNotFoundError(f"{run_dir}: no checkpoints in {ckpt.directory}")
+        if step is not None and found[0] != step:
+            raise CheckpointError(f"{run_dir}: the checkpoint at step {step} is damaged")
+    finally:
+        ckpt.close()
+    return LoadedPolicy(nnx.merge(graphdef, found[1]["state"].params, rest), tokenizer, cfg, found[0])

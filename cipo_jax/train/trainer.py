@@ -1,4 +1,5 @@
-"""The training loop: optional SFT warm start, then CIPO (or GRPO when cipo.C = 0) steps.
+"""The training loop: optional SFT warm start (`sft.py`), then CIPO (or GRPO when cipo.C = 0)
+steps, checkpoints and signals. One step's host side is `cipo/step.py`, its update `step.py`.
 
 Everything that decides what a step does is a pure function of (config, step, checkpointed
 state): sampling seeds and source selection derive from (run.seed, step), the data order from
@@ -22,21 +23,24 @@ import numpy as np
 
 from cipo_jax import distributed
 from cipo_jax.cipo.correction import ReplayState
-from cipo_jax.cipo.loss import CORRECTION, ORIGINAL, LossBatch, loss_config, loss_normalisers
+from cipo_jax.cipo.loss import LOSS_METRICS, LossBatch, loss_config, loss_normalisers
+from cipo_jax.cipo.step import CORRECTION, ORIGINAL, Row
+from cipo_jax.cipo.template import render_correction, render_prompt
 from cipo_jax.config import Config, save_config
 from cipo_jax.configlib import to_dict
 from cipo_jax.data.load import load_tasks
 from cipo_jax.data.tasks import Task
 from cipo_jax.train import step as step_lib
-from cipo_jax.train.batch import Row, pack_rows
-from cipo_jax.train.checkpoint import Checkpointer, CheckpointError, abstract_like
+from cipo_jax.train.batch import pack_rows
+from cipo_jax.train.checkpoint import Checkpointer, abstract_like
 from cipo_jax.train.metrics import MetricsWriter, clean_value, truncate_metrics
-from cipo_jax.train.policy import build_model, build_tokenizer
+from cipo_jax.train.policy import build_model, build_tokenizer, checkpoint_tree, rl_optimizer
+from cipo_jax.train.sft import SFTError, run_sft
 
 log = logging.getLogger(__name__)
 
 ROW_BUCKET = 32  # rows per jitted-step shape bucket
-LOSS_METRICS = ("loss", "loss_pg", "loss_corr", "loss_nll", "kl", "entropy", "clip_frac", "grad_norm")
+UPDATE_METRICS = (*LOSS_METRICS, "grad_norm")  # what one optimizer update reports
 
 
 class TrainingError(RuntimeError):
@@ -77,8 +81,6 @@ def check_run_dir(run_dir: Path) -> None:
 def check_prompt_lengths(cfg: Config, tasks: list[Task], tokenizer, context: int) -> None:
     """Fail before any work when the longest prompt (or, with corrections on, its correction prompt
     quoting a full-length attempt) cannot fit with sampling.max_new_tokens in the model context."""
-    from cipo_jax.data.correction import render_correction, render_prompt
-
     new = cfg.sampling.max_new_tokens
     lengths = [len(render_prompt(t, tokenizer, chat=cfg.tasks.chat)) for t in tasks]
     i = int(np.argmax(lengths))
@@ -139,8 +141,7 @@ class Trainer:
         self.graphdef, params, self.rest = step_lib.split_model(self.model)
         self.shards = step_lib.batch_shards(self.mesh)
         self.loss_cfg = loss_config(cfg)
-        updates_per_step = cfg.optim.minibatches
-        self.tx = step_lib.make_optimizer(cfg.optim, cfg.run.steps * updates_per_step)
+        self.tx = rl_optimizer(cfg)
         self.state = step_lib.init_state(params, self.tx, self.mesh)
         self.ref_params = None
         self.progress = Progress(replay=ReplayState.initial(cfg))
@@ -151,15 +152,9 @@ class Trainer:
             self.graphdef, p, self.rest, tokens, cfg.sampling.temperature)[0])
 
     # ------------------------------------------------------------------------- checkpoints
-    def _arrays(self) -> dict[str, Any]:
-        arrays = {"state": self.state}
-        if self.ref_params is not None:
-            arrays["ref"] = self.ref_params
-        return arrays
-
     def save(self, *, force: bool = False) -> None:
         meta = {"progress": self.progress.to_dict(), "config": to_dict(self.cfg)}
-        self.ckpt.save(self.progress.step, self._arrays(), meta, force=force)
+        self.ckpt.save(self.progress.step, checkpoint_tree(self.state, self.ref_params), meta, force=force)
 
     def restore(self) -> bool:
         """Apply run.resume: load the newest intact checkpoint (True) or start fresh (False)."""
@@ -167,9 +162,8 @@ class Trainer:
         if mode == "never" and self.ckpt.steps():
             raise TrainingError(f"run.resume=never but {self.ckpt.directory} already has checkpoints "
                                 f"(steps {self.ckpt.steps()}); choose another run.run_dir")
-        abstract = abstract_like(self._arrays())
-        if self.loss_cfg.beta_kl > 0:  # saved runs carry the reference policy too
-            abstract["ref"] = abstract_like(self.state.params)
+        # Saved runs with a KL term carry the reference policy too.
+        abstract = abstract_like(checkpoint_tree(self.state, self.state.params if self.loss_cfg.beta_kl > 0 else None))
         found = self.ckpt.restore_latest(abstract)
         if found is None:
             if mode == "require":
@@ -191,42 +185,16 @@ class Trainer:
 
     # -------------------------------------------------------------------------------- SFT
     def run_sft(self) -> None:
-        """Masked NLL on the tasks' reference responses (warm start of small models)."""
-        from cipo_jax.data.correction import render_prompt
-
-        cfg = self.cfg
-        pairs = [t for t in self.tasks if t.response]
-        if not pairs:
-            raise TrainingError(f"sft.steps={cfg.sft.steps} but tasks {cfg.tasks.spec!r} carry no reference responses")
-        tx = step_lib.make_optimizer(cfg.optim, cfg.sft.steps, lr=cfg.sft.lr)
-        update = step_lib.make_update(self.graphdef, self.rest, tx, loss_cfg=None)
-        state = step_lib.init_state(self.state.params, tx, self.mesh)
-        eos = self.tokenizer.eos_id
-        writer = MetricsWriter(self.run_dir, total_steps=cfg.sft.steps, start_step=0, tensorboard=False,
-                               is_main=self.is_main, progress=self.progress_bar)
-        writer.path = self.run_dir / "sft_metrics.jsonl"
-        if self.is_main:
-            truncate_metrics(writer.path, -1)  # SFT runs only on a fresh start: older rows are stale
-        rng = np.random.default_rng([cfg.run.seed, 7])
-        for i in range(cfg.sft.steps):
-            if self._stop_signal is not None:
-                writer.close()
-                return
-            batch_tasks = [pairs[j] for j in rng.integers(0, len(pairs), cfg.sft.batch_size)]
-            rows = []
-            for t in batch_tasks:
-                completion = self.tokenizer.encode(t.response) + [eos]
-                rows.append(Row(prompt=render_prompt(t, self.tokenizer, chat=cfg.tasks.chat), completion=completion,
-                                logprobs=[0.0] * len(completion)))
-            packed = pack_rows(rows, row_multiple=cfg.optim.grad_accum * self.shards,
-                               max_len=self.model.config.max_position_embeddings)
-            batch = LossBatch.for_sft(packed["tokens"], packed["completion_mask"])
-            num_tokens = jnp.float32(packed["completion_mask"].sum())
-            state, metrics = update(state, step_lib.split_micro(batch, cfg.optim.grad_accum, self.mesh), num_tokens)
-            writer.write(i, {k: float(v) for k, v in metrics.items()})
-        writer.close()
-        self.state = step_lib.TrainState(params=state.params, opt_state=self.state.opt_state,
-                                         updates=self.state.updates)
+        """The supervised warm start of the current parameters (optimizer state untouched)."""
+        try:
+            params = run_sft(self.cfg, self.state.params, graphdef=self.graphdef, rest=self.rest,
+                             tokenizer=self.tokenizer, tasks=self.tasks, mesh=self.mesh, run_dir=self.run_dir,
+                             max_len=self.model.config.max_position_embeddings, is_main=self.is_main,
+                             progress=self.progress_bar, stop=lambda: self._stop_signal is not None)
+        except SFTError as e:
+            raise TrainingError(str(e)) from None
+        if self._stop_signal is None:  # an interrupted SFT is redone by the rerun
+            self.state = self.state.replace(params=params)
 
     # --------------------------------------------------------------------------------- RL
     def _install_signal_handlers(self):
@@ -299,7 +267,7 @@ class Trainer:
         # computed at all; the row count is bucketed so the step compiles for few shapes.
         rows = [r for r in ro.rows if r.counted]
         # No row in any loss term: no update at all (Adam's momentum would still move the weights).
-        sums, skipped = self._optimise(rows, step) if rows else (dict.fromkeys(LOSS_METRICS, float("nan")), 0)
+        sums, skipped = self._optimise(rows, step) if rows else (dict.fromkeys(UPDATE_METRICS, float("nan")), 0)
         out = dict(ro.metrics)
         out.update(sums)
         out["time_update"] = time.perf_counter() - t_update
@@ -378,44 +346,3 @@ def train(cfg: Config, *, progress_bar: bool = True) -> dict[str, Any]:
         return trainer.train()
     finally:
         trainer.close()
-
-
-def load_run_policy(run_dir: str | Path, *, step: int | None = None):
-    """(model, tokenizer, config) of a run's checkpoint (the latest unless `step` is given)."""
-    from flax import nnx
-
-    from cipo_jax.config import load_config
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a cipo_jax run directory (no config.yaml)")
-    cfg = load_config(run_dir / "config.yaml")
-    tasks = load_tasks(cfg.tasks.spec, size=cfg.tasks.size, seed=cfg.tasks.seed, split="train")
-    tokenizer = build_tokenizer(cfg, tasks, run_dir)
-    model = build_model(cfg, tokenizer, seed=cfg.run.seed)
-    graphdef, params, rest = step_lib.split_model(model)
-    # The saved tree (state + optional reference policy), so the checkpoint's fingerprints are
-    # verified and a damaged step falls back to an earlier one, exactly as on resume.
-    tx = step_lib.make_optimizer(cfg.optim, max(cfg.run.steps, 1))
-    abstract = {"state": step_lib.TrainState(params=abstract_like(params), opt_state=jax.eval_shape(tx.init, params),
-                                             updates=jax.ShapeDtypeStruct((), jnp.int32))}
-    if cfg.grpo.beta_kl > 0:
-        abstract["ref"] = abstract_like(params)
-    # Every leaf needs a target sharding: without one orbax uses the saved one, which names the
-    # writing run's devices (another mesh, other hosts) and fails here.
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(lambda x: x if x.sharding is not None else
-                            jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
-    ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.run.keep_checkpoints, async_save=False)
-    try:
-        if step is not None and step not in ckpt.steps():
-            raise FileNotFoundError(f"{run_dir}: no checkpoint at step {step}; have {ckpt.steps()}")
-        found = ckpt.restore_latest(abstract, step=step)
-        if found is None:
-            raise FileNotFoundError(f"{run_dir}: no checkpoints in {ckpt.directory}")
-        if step is not None and found[0] != step:
-            raise CheckpointError(f"{run_dir}: the checkpoint at step {step} is damaged")
-        params = found[1]["state"].params
-    finally:
-        ckpt.close()
-    return nnx.merge(graphdef, params, rest), tokenizer, cfg

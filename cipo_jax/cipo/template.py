@@ -1,4 +1,5 @@
-"""The correction turn (CIPO.md step 5): c = T(x, y), built in one place for training and evaluation.
+"""The prompts of a CIPO step (CIPO.md steps 1 and 5): x, and the correction turn c = T(x, y),
+built in one place for training and evaluation.
 
 Chat tasks (or any task rendered with chat=True) get a second user turn:
 
@@ -10,13 +11,24 @@ original prompt again as the cue, so the corrected answer has the same form as a
     "Q: 7+32 = 38\\nReview your previous solution. ...\\nQ: 7+32 ="
 
 `render_prompt` / `render_correction` return token ids ready for the sampler (generation prompt
-included). The attempt is the decoded completion without its EOS token.
+included). The attempt is the decoded completion without its EOS token. A `Request` names one
+of the two (the algorithm in `cipo/step.py` asks for requests; the sampler glue renders them).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cipo_jax.data.tasks import Task
 from cipo_jax.data.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to sample from: a first attempt at `task` (attempt None), or a correction of `attempt`."""
+
+    task: Task
+    attempt: str | None = None
 
 
 def task_messages(task: Task) -> list[dict[str, str]]:
@@ -51,3 +63,10 @@ def render_correction(task: Task, attempt_text: str, tokenizer: Tokenizer, *, ch
         messages = correction_messages(task, attempt_text, template)
         return tokenizer.encode(tokenizer.apply_chat_template(messages, add_generation_prompt=True))
     return tokenizer.encode(correction_prompt_text(task, attempt_text, template), add_bos=tokenizer.add_bos)
+
+
+def render(request: Request, tokenizer: Tokenizer, *, chat: bool, template: str) -> list[int]:
+    """Token ids of a request's prompt: x for a first attempt, T(x, y) for a correction."""
+    if request.attempt is None:
+        return render_prompt(request.task, tokenizer, chat=chat)
+    return render_correction(request.task, request.attempt, tokenizer, chat=chat, template=template)
