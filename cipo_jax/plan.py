@@ -22,6 +22,7 @@ from pathlib import Path
 from cipo_jax.config import Config, MeshConfig, load_config
 from cipo_jax.configlib import ConfigError
 from cipo_jax.models.config import DecoderConfig, WeightError
+from cipo_jax.sharding import batch_shards
 
 GIB = 1024**3
 # High-bandwidth memory per chip (per device JAX sees); cpu = this machine's RAM.
@@ -156,7 +157,7 @@ def make_plan(cfg: Config, chip: str = "cpu", devices: int = 1) -> Plan:
     c = architecture(cfg)
     mesh = mesh_shape(cfg.mesh, devices)
     param_split = mesh["fsdp"] * mesh["tensor"]
-    row_split = mesh["data"] * mesh["fsdp"]
+    row_split = batch_shards(mesh)
     fp32_params = param_count(c) * 4 // param_split
     persistent = {"parameters (fp32)": fp32_params, "optimizer (AdamW, 2 x fp32)": 2 * fp32_params,
                   "gradients (fp32)": fp32_params}

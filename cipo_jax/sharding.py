@@ -10,7 +10,7 @@ model runs on every mesh, including a single device.
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import jax
 import numpy as np
@@ -42,6 +42,15 @@ RULES: dict[str, Optional[tuple[str, ...]]] = {
     "act_mlp": ("tensor",),
     "act_vocab": ("tensor",),
 }
+BATCH_AXES: tuple[str, ...] = RULES["act_batch"]  # the mesh axes a batch's rows are split over
+
+
+def batch_shards(mesh: Mesh | Mapping[str, int] | None) -> int:
+    """Into how many parts a batch's rows are split on `mesh` (a Mesh or its axis sizes; None: 1)."""
+    if mesh is None:
+        return 1
+    shape = dict(mesh.shape) if isinstance(mesh, Mesh) else mesh
+    return math.prod(shape.get(axis, 1) for axis in BATCH_AXES)
 
 
 def make_mesh(mesh_cfg: MeshConfig, devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
@@ -129,7 +138,7 @@ def shard_model(model: nnx.Module, mesh: Mesh) -> nnx.Module:
 
 
 def sharded_forward(model: nnx.Module, mesh: Mesh) -> Callable[[jax.Array], jax.Array]:
-    """A jitted `tokens [B, T] -> logits [B, T, V]` with the batch over ("data", "fsdp") and the
+    """A jitted `tokens [B, T] -> logits [B, T, V]` with the batch over BATCH_AXES and the
     parameters where `shard_model` placed them (read at each call, so updates are seen)."""
 
     @jax.jit

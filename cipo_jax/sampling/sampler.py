@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from cipo_jax.sampling.buckets import MIN_NEW_TOKENS_BUCKET, bucket, check_prompts, pad_prompts, pad_stop_tokens
 from cipo_jax.sampling.filters import is_stop, sample_tokens
+from cipo_jax.sharding import BATCH_AXES, batch_shards
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def generate(
     token (kept in the output) or after max_new_tokens. A prompt that does not fit with
     max_new_tokens in `max_len` (default: the model's max_position_embeddings) is a ValueError,
     or keeps its last tokens when truncate_prompts. With `mesh`, rows are split over
-    ("data", "fsdp") and the model should be placed by `cipo_jax.sharding.shard_model`.
+    `cipo_jax.sharding.BATCH_AXES` and the model should be placed by `cipo_jax.sharding.shard_model`.
     """
     config = model.config
     if n < 1:
@@ -217,8 +218,7 @@ def generate(
     prompts = check_prompts(
         prompts, max_new_tokens=max_new_tokens, max_len=max_len, vocab_size=config.vocab_size, truncate=truncate_prompts
     )
-    batch_shards = 1 if mesh is None else mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)
-    batch = pad_prompts(prompts, batch_multiple=batch_shards)
+    batch = pad_prompts(prompts, batch_multiple=batch_shards(mesh))
     params = SamplingParams(
         temperature=jnp.float32(temperature),
         top_k=jnp.int32(top_k or 0),
@@ -228,8 +228,8 @@ def generate(
     )
     tokens, prompt_len = jnp.asarray(batch.tokens), jnp.asarray(batch.lengths)
     if mesh is not None:
-        rows = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
-        tokens = jax.device_put(tokens, NamedSharding(mesh, PartitionSpec(("data", "fsdp"), None)))
+        rows = NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+        tokens = jax.device_put(tokens, NamedSharding(mesh, PartitionSpec(BATCH_AXES, None)))
         prompt_len = jax.device_put(prompt_len, rows)
     graphdef, weights = nnx.split(model)
     new_width = bucket(max_new_tokens, MIN_NEW_TOKENS_BUCKET)

@@ -16,6 +16,7 @@ from cipo_jax.cipo.template import render_prompt
 from cipo_jax.config import Config
 from cipo_jax.data.tasks import Task
 from cipo_jax.data.tokenizer import Tokenizer
+from cipo_jax.sharding import batch_shards
 from cipo_jax.train import step as step_lib
 from cipo_jax.train.batch import pack_rows
 from cipo_jax.train.metrics import MetricsWriter, truncate_metrics
@@ -36,7 +37,7 @@ def run_sft(cfg: Config, params: nnx.State, *, graphdef: nnx.GraphDef, rest: nnx
     tx = step_lib.make_optimizer(cfg.optim, cfg.sft.steps, lr=cfg.sft.lr)
     update = step_lib.make_update(graphdef, rest, tx, loss_cfg=None)
     state = step_lib.init_state(params, tx, mesh)
-    shards = step_lib.batch_shards(mesh)
+    shards = batch_shards(mesh)
     eos = tokenizer.eos_id
     writer = MetricsWriter(run_dir, total_steps=cfg.sft.steps, start_step=0, tensorboard=False, is_main=is_main,
                            progress=progress)

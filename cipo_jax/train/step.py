@@ -19,8 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from cipo_jax.cipo.loss import LossBatch, LossConfig, Normalisers, cipo_loss, sft_loss, token_logprobs
 from cipo_jax.config import OptimConfig
-
-BATCH_AXES = ("data", "fsdp")
+from cipo_jax.sharding import BATCH_AXES
 
 
 @struct.dataclass
@@ -130,7 +129,3 @@ def split_micro(batch: LossBatch, accum: int, mesh: Mesh | None) -> LossBatch:
         spec = PartitionSpec(None, BATCH_AXES, *([None] * (x.ndim - 2)))
         return jax.device_put(x, NamedSharding(mesh, spec))
     return jax.tree.map(place, out)
-
-
-def batch_shards(mesh: Mesh | None) -> int:
-    return 1 if mesh is None else mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)

@@ -30,6 +30,7 @@ from cipo_jax.config import Config, save_config
 from cipo_jax.configlib import to_dict
 from cipo_jax.data.load import load_tasks
 from cipo_jax.data.tasks import Task
+from cipo_jax.sharding import batch_shards, make_mesh, shard_model
 from cipo_jax.train import step as step_lib
 from cipo_jax.train.batch import pack_rows
 from cipo_jax.train.checkpoint import Checkpointer, abstract_like
@@ -127,8 +128,6 @@ class Trainer:
         self.is_main = jax.process_index() == 0
         self._stop_signal: int | None = None
 
-        from cipo_jax.sharding import make_mesh, shard_model
-
         self.tasks = load_tasks(cfg.tasks.spec, size=cfg.tasks.size, seed=cfg.tasks.seed, split="train")
         if not self.tasks:
             raise TrainingError(f"tasks.spec {cfg.tasks.spec!r} gave no tasks")
@@ -139,7 +138,7 @@ class Trainer:
         check_prompt_lengths(cfg, self.tasks, self.tokenizer, model.config.max_position_embeddings)
         self.model = shard_model(model, self.mesh)
         self.graphdef, params, self.rest = step_lib.split_model(self.model)
-        self.shards = step_lib.batch_shards(self.mesh)
+        self.shards = batch_shards(self.mesh)
         self.loss_cfg = loss_config(cfg)
         self.tx = rl_optimizer(cfg)
         self.state = step_lib.init_state(params, self.tx, self.mesh)
