@@ -1,9 +1,11 @@
 """Threat classes against the code sandbox: each asserts the verdict AND that the host is
 unaffected (no surviving process, no leftover temp dir or cgroup, no file written, no
-connection received)."""
+connection received). Tests run in the isolation this host offers (namespaces here and in CI);
+`strict` forces the degraded mode (no namespaces: audit hook and rlimits only)."""
 
 from __future__ import annotations
 
+import builtins
 import glob
 import os
 import socket
@@ -14,7 +16,7 @@ import time
 import pytest
 
 from cipo_jax.verifiers import code
-from cipo_jax.verifiers.code import _namespace_mode, run_tests, run_tests_batch
+from cipo_jax.verifiers.code import isolation, run_tests, run_tests_batch
 
 OK_TESTS = "assert add(2, 3) == 5"
 GOOD = "def add(a, b):\n    return a + b\n"
@@ -34,6 +36,20 @@ def private_tmp(tmp_path_factory, monkeypatch):
 
 
 _PRIVATE: list = []  # (temp root, cgroups made) of the running test
+namespaces = pytest.mark.skipif(isolation() == "off", reason="no usable Linux namespaces here")
+
+
+@pytest.fixture
+def strict(monkeypatch):
+    """Degraded mode, as on a host without namespaces or a writable pids cgroup."""
+    monkeypatch.setattr(code, "isolation", lambda: "off")
+    monkeypatch.setattr(code, "_cgroup_root", lambda: "")
+
+
+def raised_os_error(result) -> bool:
+    """The program stopped on an OSError (PermissionError, FileNotFoundError, ...)."""
+    name = result.detail.rpartition(" ")[2]
+    return result.status == "error" and issubclass(getattr(builtins, name, type), OSError)
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -140,8 +156,7 @@ def test_closed_stdout_stderr():
     assert run(GOOD + program).passed  # closing them is not cheating
 
 
-def test_processes_cannot_outlive_the_call():
-    spawners = [
+SPAWNERS = [
         "import os\nif os.fork() == 0:\n    if os.fork() == 0:\n        import time; time.sleep(100)\n",
         "import subprocess\nsubprocess.Popen(['sleep', '100'])\n",
         "import os\nos.system('sleep 100 &')\n",
@@ -149,10 +164,22 @@ def test_processes_cannot_outlive_the_call():
         "import os\nos.posix_spawn('/bin/sleep', ['sleep', '100'], {})\n",
         "import pty\npty.fork()\n",
         "import _posixsubprocess\n",
-    ]
-    for program in spawners:
+]
+
+
+@namespaces
+def test_processes_cannot_outlive_the_call():
+    # With a PID namespace, processes are allowed: each dies with the sandbox (`run` checks).
+    for program in SPAWNERS:
+        result = run(GOOD + program)
+        assert result.passed or raised_os_error(result), (program, result)
+
+
+def test_processes_are_refused_at_the_call_without_namespaces(strict):
+    for program in SPAWNERS[:-1]:
         result = run(GOOD + program)
         assert result.status == "error" and "PermissionError" in result.detail, program
+    assert run(GOOD + "import subprocess, multiprocessing, _posixsubprocess\n").passed
 
 
 def test_fork_bomb():
@@ -213,7 +240,9 @@ def test_writes_outside_temp_dir_fail_and_honest_recovery_passes(tmp_path):
     ]
     for attack in attacks:
         result = run(GOOD + attack)
-        assert result.status == "error" and "PermissionError" in result.detail, attack
+        # sqlite3/dbm wrap the OS refusal in their own error types
+        assert raised_os_error(result) or ("sqlite3" in attack or "dbm" in attack
+                                           ) and result.status == "error", (attack, result)
         assert target.read_text() == "keep"
     assert not os.path.exists("/etc/cipo_sandbox_probe")
     honest = GOOD + (f"try:\n    open({str(target)!r}, 'w')\nexcept OSError as e:\n    print(e)\n"
@@ -222,7 +251,7 @@ def test_writes_outside_temp_dir_fail_and_honest_recovery_passes(tmp_path):
                      "import os\nos.mkdir('d')\nos.remove('scratch.txt')\n")
     result = run(honest)
     assert result.passed, result
-    assert "not allowed" in result.stdout
+    assert "rrno" in result.stdout or "not allowed" in result.stdout  # the OSError's message
 
 
 def test_network_connection_to_localhost_listener_fails():
@@ -252,14 +281,14 @@ def test_network_connection_to_localhost_listener_fails():
     honest_result = run(honest)
     thread.join()
     listener.close()
-    assert result.status == "error" and "PermissionError" in result.detail
+    assert raised_os_error(result), result
     assert honest_result.passed
     assert received == []
 
 
 def test_signalling_other_processes_fails():
     result = run(GOOD + f"import os, signal\nos.kill({os.getpid()}, signal.SIGKILL)\n")
-    assert result.status == "error" and "PermissionError" in result.detail
+    assert raised_os_error(result), result
 
 
 def test_segfault_via_ctypes_and_faulthandler():
@@ -282,7 +311,7 @@ def test_gigabytes_of_output_are_capped():
     assert not result.passed
 
 
-@pytest.mark.skipif(not _namespace_mode(), reason="no Linux namespaces here")
+@namespaces
 def test_namespaces_hold_without_the_hook_view():
     # The program runs in its own PID namespace (the harness is a child of its PID 1).
     program = GOOD + "import os\nassert os.getppid() == 1, os.getppid()\n"
@@ -321,10 +350,8 @@ def test_signal_handler_frames_and_audit_hooks_cannot_reach_the_verdict():
     assert run(spy, "import json\nassert seen == [], seen\n" + OK_TESTS).passed
 
 
-def test_hook_alone_holds_without_namespaces_or_cgroup(monkeypatch, tmp_path):
+def test_hook_alone_holds_without_namespaces_or_cgroup(strict, tmp_path):
     """Hosts without `unshare` or a writable pids cgroup: the audit hook still denies."""
-    monkeypatch.setattr(code, "_namespace_mode", lambda: False)
-    monkeypatch.setattr(code, "_cgroup_root", lambda: "")
     victim = tmp_path / "victim"
     attacks = [f"open({str(victim)!r}, 'w')\n",
                "import socket\nsocket.create_connection(('127.0.0.1', 9), 1)\n",
