@@ -43,7 +43,7 @@ def test_cached_decode_with_left_padding_equals_plain_forward(model):
     kv_mask = np.zeros((b, slots + 3), bool)
     kv_mask[:, :width] = real[:, :width]
     logits, cache = step(model, tokens[:, :width], positions[:, :width], cache, 0, kv_mask)
-    assert isinstance(cache, KVCache) and cache.k.shape == (3, b, slots + 3, 2, 32)
+    assert isinstance(cache, KVCache) and [k.shape for k in cache.k] == [(b, slots + 3, 2, 32)] * 3
     outputs = [np.asarray(logits)]
     for t in range(width, slots):
         kv_mask[:, t] = True
@@ -53,6 +53,23 @@ def test_cached_decode_with_left_padding_equals_plain_forward(model):
     for i, row in enumerate(rows):
         plain = np.asarray(model(jnp.asarray([row], jnp.int32)))[0]
         np.testing.assert_allclose(cached[i][real[i]], plain, atol=1e-4, rtol=0)
+
+
+def test_logits_at_and_separate_layer_weights_match_the_full_forward(model):
+    """logits_at gathers positions of the full logits; per-layer weight copies (the sampler's CPU
+    path) give the same cached forward as slices of the stacked weights."""
+    tokens = jnp.asarray(np.random.default_rng(4).integers(0, 512, (2, 6)), jnp.int32)
+    full = np.asarray(model(tokens))
+    at = jnp.asarray([[5, 0], [2, 2]], jnp.int32)
+    np.testing.assert_allclose(model(tokens, logits_at=at), full[[[0], [1]], np.asarray(at)], atol=1e-5, rtol=0)
+    positions, mask = jnp.broadcast_to(jnp.arange(6), (2, 6)), jnp.ones((2, 8), bool)
+    args = dict(positions=positions, cache=model.init_cache(2, 8), cache_index=0, kv_mask=mask)
+    sliced, cache = model(tokens, **args)
+    copied, cache_copied = model(tokens, **args, layer_weights=jax.tree.map(jnp.copy, model.layer_weights()))
+    np.testing.assert_allclose(sliced, full, atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(copied, sliced)
+    for a, b in zip(jax.tree.leaves(cache), jax.tree.leaves(cache_copied)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_kv_mask_without_cache_hides_padding(model):
@@ -87,7 +104,7 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
     assert all(v.dtype == jnp.float32 for v in jax.tree.leaves(nnx.state(model, nnx.Param)))
     logits = model(tokens)
     assert logits.dtype == jnp.float32
-    assert model.init_cache(2, 4).k.dtype == jnp.bfloat16
+    assert all(k.dtype == jnp.bfloat16 for k in model.init_cache(2, 4).k)
     reference = init_model(tiny_config(), seed=0)(tokens)
     assert 0 < np.abs(np.asarray(logits - reference)).max() < 0.05  # bf16 rounding, not a different model
 

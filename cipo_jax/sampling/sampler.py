@@ -30,11 +30,11 @@ from cipo_jax.sharding import BATCH_AXES, batch_shards
 
 log = logging.getLogger(__name__)
 
-_COMPILES: dict[str, int] = {"prefill": 0, "decode": 0}
+_COMPILES: dict[str, int] = {"layers": 0, "prefill": 0, "decode": 0}
 
 
 def compile_count() -> int:
-    """How many sampler programs (prefill + decode) have been traced and compiled in this process."""
+    """How many sampler programs (layer split, prefill, decode) have been traced and compiled in this process."""
     return sum(_COMPILES.values())
 
 
@@ -69,7 +69,7 @@ class SamplingParams:
 class DecodeState:
     """Everything the decode loop carries (B = prompts x n rows, S cache slots, N output width)."""
 
-    cache: object  # KVCache, leaves [L, B, S, K, D]
+    cache: object  # KVCache, L leaves [B, S, K, D] each for keys and values
     kv_mask: jax.Array  # bool [B, S]: slots holding real tokens
     tokens: jax.Array  # i32 [B, N]: generated tokens, 0 after a row stops
     logprobs: jax.Array  # f32 [B, N]
@@ -81,20 +81,26 @@ class DecodeState:
 
 
 def _cache_sharding(mesh: Optional[Mesh], cache) -> object:
-    """Constrain cache leaves [L, B, S, K, D]: batch over data x fsdp, kv heads over tensor."""
+    """Constrain cache leaves [B, S, K, D]: batch over data x fsdp, kv heads over tensor."""
     if mesh is None:
         return cache
     from cipo_jax.sharding import logical_to_mesh
 
     def one(x):
-        spec = logical_to_mesh((None, "act_batch", None, "act_kv_heads", None), x.shape, dict(mesh.shape))
+        spec = logical_to_mesh(("act_batch", None, "act_kv_heads", None), x.shape, dict(mesh.shape))
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
     return jax.tree.map(one, cache)
 
 
+@functools.partial(jax.jit, static_argnames=("graphdef",))
+def _layer_weights(graphdef, weights):
+    _note_compile("layers")
+    return nnx.merge(graphdef, weights).layer_weights()
+
+
 @functools.partial(jax.jit, static_argnames=("graphdef", "n", "new_width", "mesh"))
-def _prefill(graphdef, weights, tokens, prompt_len, params: SamplingParams, key, *, n, new_width, mesh):
+def _prefill(graphdef, weights, layers, tokens, prompt_len, params: SamplingParams, key, *, n, new_width, mesh):
     """Prompt forward for [Pb, Lp] right-padded prompts, cache copied to n rows each, first token drawn."""
     rows, width = tokens.shape
     _note_compile("prefill", prompts=rows, prompt_len=width, n=n, new_tokens=new_width)
@@ -102,20 +108,22 @@ def _prefill(graphdef, weights, tokens, prompt_len, params: SamplingParams, key,
     slots = jnp.arange(width)
     prompt_mask = slots[None, :] < prompt_len[:, None]  # [Pb, Lp]
     cache = model.init_cache(rows, width)
-    logits_ptv, cache = model(
+    logits_p1v, cache = model(
         tokens,
         positions=jnp.broadcast_to(slots, tokens.shape),
         cache=cache,
         cache_index=jnp.int32(0),
         kv_mask=prompt_mask,
+        logits_at=jnp.maximum(prompt_len - 1, 0)[:, None],
+        layer_weights=layers,
     )
-    last_logits = jnp.take_along_axis(logits_ptv, jnp.maximum(prompt_len - 1, 0)[:, None, None], axis=1)[:, 0]
+    last_logits = logits_p1v[:, 0]
 
     # Share each prompt's prefix among its n samples: repeat rows, then widen to S slots.
     batch, cache_len = rows * n, width + new_width
     full = model.init_cache(batch, cache_len)
     cache = jax.tree.map(
-        lambda dst, src: jax.lax.dynamic_update_slice(dst, jnp.repeat(src, n, axis=1).astype(dst.dtype), (0,) * dst.ndim),
+        lambda dst, src: jax.lax.dynamic_update_slice(dst, jnp.repeat(src, n, axis=0).astype(dst.dtype), (0,) * dst.ndim),
         full,
         cache,
     )
@@ -142,7 +150,7 @@ def _prefill(graphdef, weights, tokens, prompt_len, params: SamplingParams, key,
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "mesh"), donate_argnames=("state",))
-def _decode(graphdef, weights, state: DecodeState, params: SamplingParams, *, mesh):
+def _decode(graphdef, weights, layers, state: DecodeState, params: SamplingParams, *, mesh):
     """Generate until every row has stopped or max_new_tokens tokens exist."""
     batch, new_width = state.tokens.shape
     prompt_width = state.kv_mask.shape[1] - new_width
@@ -162,6 +170,7 @@ def _decode(graphdef, weights, state: DecodeState, params: SamplingParams, *, me
             cache=s.cache,
             cache_index=slot,
             kv_mask=kv_mask,
+            layer_weights=layers,
         )
         token, logprob = sample_tokens(
             logits[:, 0], jax.random.fold_in(s.key, s.step), params.temperature, params.top_k, params.top_p
@@ -234,11 +243,19 @@ def generate(
     graphdef, weights = nnx.split(model)
     new_width = bucket(max_new_tokens, MIN_NEW_TOKENS_BUCKET)
     with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+        # On CPU, a copy of each layer's weights as its own array (once per call) makes every
+        # decode step's matmuls ~1.5x faster than slicing the stack; accelerators slice in place.
+        layers = _layer_weights(graphdef, weights) if _on_cpu(weights) else None
         state = _prefill(
-            graphdef, weights, tokens, prompt_len, params, jax.random.key(seed), n=n, new_width=new_width, mesh=mesh
+            graphdef, weights, layers, tokens, prompt_len, params, jax.random.key(seed), n=n, new_width=new_width,
+            mesh=mesh,
         )
-        state = _decode(graphdef, weights, state, params, mesh=mesh)
+        state = _decode(graphdef, weights, layers, state, params, mesh=mesh)
     return _to_host(state, batch.num_prompts * n, n, set(int(t) for t in stop_tokens))
+
+
+def _on_cpu(weights) -> bool:
+    return all(d.platform == "cpu" for x in jax.tree.leaves(weights) for d in x.devices())
 
 
 def _to_host(state: DecodeState, rows: int, n: int, stop: set[int]) -> SampleResult:
