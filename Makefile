@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.jax_cache
 
-.PHONY: demo test venv clean
+.PHONY: demo test test-fast venv clean
 
 venv: $(STAMP)
 
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q tests
+
+# Everything not marked slow: the check to run while working.
+test-fast: $(STAMP)
+	$(PYTHON) -m pytest -q -m "not slow" tests
 
 clean:
 	rm -rf $(VENV) .jax_cache
