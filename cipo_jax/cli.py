@@ -14,6 +14,7 @@ import sys
 COMMANDS = {
     "train": ("cipo_jax.train.cli", "train with CIPO / GRPO / SFT from a YAML config"),
     "eval": ("cipo_jax.evaluation.cli", "pass@k and two-attempt self-correction of a checkpoint"),
+    "curve": ("cipo_jax.evaluation.curve", "evaluate every checkpoint of a run: a learning curve with error bars"),
     "compare": ("cipo_jax.evaluation.compare", "GRPO vs CIPO over several seeds, same everything else"),
     "export": ("cipo_jax.train.export", "write a checkpoint in Hugging Face format"),
     "bench": ("cipo_jax.bench", "benchmarks: sample, verify, step"),

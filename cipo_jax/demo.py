@@ -29,7 +29,7 @@ def run_demo(config: str | Path, overrides: list[str], *, run_dir: str | Path, n
     """Train, evaluate before/after RL, write results.json and demo.png; returns the results."""
     from cipo_jax.config import load_config
     from cipo_jax.evaluation.cli import evaluate_run
-    from cipo_jax.evaluation.evaluate import format_table
+    from cipo_jax.evaluation.evaluate import format_table, paired_comparison
     from cipo_jax.evaluation.plots import plot_demo
     from cipo_jax.train.metrics import read_metrics
     from cipo_jax.train.trainer import train
@@ -51,12 +51,17 @@ def run_demo(config: str | Path, overrides: list[str], *, run_dir: str | Path, n
             evals[name] = evaluate_run(run_dir, step=step, tasks_spec=None, size=cfg.tasks.eval_size, pool=pool,
                                        n=n, temperature=cfg.sampling.temperature, seed=cfg.run.seed)
             print(f"[demo] {name}: pass@1 {evals[name]['pass_at_k']['1']:.3f}", flush=True)
+    paired = paired_comparison(evals["before RL"], evals["after RL"], seed=cfg.run.seed)
     results = {"config": str(config), "overrides": list(overrides), "run_dir": str(run_dir),
                "seconds": {"train": t_train, "total": time.perf_counter() - t0},
-               "before": evals["before RL"], "after": evals["after RL"]}
+               "num_distinct_problems": evals["after RL"]["num_distinct_problems"],
+               "before": evals["before RL"], "after": evals["after RL"], "paired": paired}
     (run_dir / "results.json").write_text(json.dumps(results, indent=1))
     plot_demo(read_metrics(run_dir), evals, run_dir / "demo.png")
-    print(format_table(evals))
+    print(format_table(evals, paired))
+    d, (lo, hi) = paired["pass@1"]["diff"], paired["pass@1"]["ci95"]
+    print(f"[demo] held-out pass@1 {d:+.3f} after RL (95% CI [{lo:+.3f}, {hi:+.3f}], paired bootstrap over "
+          f"{results['num_distinct_problems']} distinct problems)")
     return results
 
 

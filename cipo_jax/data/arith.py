@@ -5,7 +5,7 @@
     response " 37+45=82 82-12=70 Answer: 70"      (cot=True: one step per operator, left to right)
     reference "70"
 
-Spec: "arith" or "arith:digits=2,operands=3,ops=+-,cot=0". Each task draws its own operand count
+Spec: "arith" or "arith:digits=2,operands=3,ops=+-,cot=0,noise=0". Each task draws its own operand count
 (2..operands) and digit count (1..digits), so one set mixes easy and hard items: a small model
 learns the easy ones during SFT and fails on the harder ones, which leaves prompts of medium pass
 rate for RL. Task i of (seed, split) is a pure function of those three values.
@@ -13,6 +13,11 @@ rate for RL. Task i of (seed, split) is a pure function of those three values.
 Train and test never share an expression, for any seeds: an expression belongs to the test split
 iff a hash of its text falls in 1 of TEST_BUCKETS buckets, and each split redraws until its item
 falls on its own side.
+
+noise > 0 makes the SFT target (`response`, never the reference) state a final answer off by 1 or 2
+with that probability: a stand-in for imperfect demonstrations. The warm-started policy then
+often knows the answer but says another one, a problem-independent error that RL against the
+verifier can remove (docs/learning.md).
 
 Responses are scored by the "exact" verifier (`cipo_jax.verifiers.exact.final_integer` gives the
 answer a text states: the value after the last "Answer:", else the last integer).
@@ -37,6 +42,7 @@ class ArithSpec:
     operands: int = 3  # expressions have 2..operands operands
     ops: str = "+-"  # drawn uniformly per operator; "*" binds like the others (left to right)
     cot: bool = False  # step-by-step response
+    noise: float = 0.0  # probability that the SFT response's final answer is off by 1 or 2
 
     def __post_init__(self):
         if not 1 <= self.digits <= 9:
@@ -45,6 +51,8 @@ class ArithSpec:
             raise ValueError(f"arith: operands must be in 2..8, got {self.operands}")
         if not self.ops or set(self.ops) - set(_OPS):
             raise ValueError(f"arith: ops must be a non-empty subset of {_OPS!r}, got {self.ops!r}")
+        if not 0.0 <= self.noise < 1.0:
+            raise ValueError(f"arith: noise must lie in [0, 1), got {self.noise}")
 
 
 def parse_arith_spec(options: str) -> ArithSpec:
@@ -61,6 +69,11 @@ def parse_arith_spec(options: str) -> ArithSpec:
             if value not in ("0", "1", "true", "false"):
                 raise ValueError(f"arith: cot must be 0/1, got {value!r}")
             kwargs[key] = value in ("1", "true")
+        elif key == "noise":
+            try:
+                kwargs[key] = float(value)
+            except ValueError:
+                raise ValueError(f"arith: noise must be a number, got {value!r}") from None
         else:
             try:
                 kwargs[key] = int(value)
@@ -102,7 +115,8 @@ def arith_task(spec: ArithSpec, seed: int, split: str, index: int) -> Task:
         new = _apply(op, value, x)
         steps.append(f"{value}{op}{x}={new}")
         value = new
-    response = f" {' '.join(steps)} Answer: {value}" if spec.cot else f" {value}"
+    stated = value + rng.choice((-2, -1, 1, 2)) if rng.random() < spec.noise else value
+    response = f" {' '.join(steps)} Answer: {stated}" if spec.cot else f" {stated}"
     return Task(
         id=f"arith-{split}-{seed}-{index}",
         prompt=f"Q: {expression} =",
@@ -115,4 +129,17 @@ def arith_task(spec: ArithSpec, seed: int, split: str, index: int) -> Task:
 
 
 def arith_tasks(spec: ArithSpec, size: int, seed: int = 0, split: str = "train") -> list[Task]:
-    return [arith_task(spec, seed, split, i) for i in range(size)]
+    """Tasks 0.. of the (seed, split) stream. A held-out split keeps only the first occurrence of
+    each expression (an evaluation counts distinct problems); training keeps repeats."""
+    if not SPLITS.get(split, False):
+        return [arith_task(spec, seed, split, i) for i in range(size)]
+    tasks, seen = [], set()
+    for i in range(50 * size + 1000):
+        task = arith_task(spec, seed, split, i)
+        if task.prompt not in seen:
+            seen.add(task.prompt)
+            tasks.append(task)
+            if len(tasks) == size:
+                return tasks
+    raise ValueError(f"arith: only {len(tasks)} distinct {split} problems found for {spec} (asked for {size}); "
+                     f"ask for fewer or widen the spec (more digits or operands)")

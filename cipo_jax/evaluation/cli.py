@@ -27,18 +27,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def evaluate_run(run_dir: str | Path, *, step: int | None, tasks_spec: str | None, size: int, pool,
-                 **settings) -> dict:
-    """Evaluate one checkpoint of a run; the result records where it came from."""
+                 split: str = "test", **settings) -> dict:
+    """Evaluate one checkpoint of a run on `size` distinct problems of `split` (held out by
+    default; "train" measures the generalisation gap); the result records where it came from."""
     from cipo_jax.data.load import load_tasks
     from cipo_jax.evaluation.evaluate import evaluate_policy, settings_from_config
     from cipo_jax.train.policy import load_policy
 
     model, tokenizer, cfg, step = load_policy(run_dir, step)
     spec = tasks_spec or cfg.tasks.spec
-    tasks = load_tasks(spec, size=size, seed=cfg.tasks.seed, split="test")
+    tasks = load_tasks(spec, size=size, seed=cfg.tasks.seed, split=split)
     settings = {k: v for k, v in settings.items() if v is not None}
     result = evaluate_policy(model, tokenizer, tasks, settings_from_config(cfg, **settings), pool)
-    return {"run_dir": str(run_dir), "step": step, "tasks": spec, **result}
+    return {"run_dir": str(run_dir), "step": step, "tasks": spec, "split": split, **result}
 
 
 def main(args: argparse.Namespace) -> int:

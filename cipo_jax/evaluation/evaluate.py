@@ -16,8 +16,9 @@ from cipo_jax.cipo.correction import is_success
 from cipo_jax.cipo.template import Request
 from cipo_jax.data.tasks import Task
 from cipo_jax.data.tokenizer import Tokenizer
-from cipo_jax.evaluation.passk import pass_at_k_curve
+from cipo_jax.evaluation.passk import pass_at_k, pass_at_k_curve
 from cipo_jax.evaluation.selfcorrect import self_correction_metrics
+from cipo_jax.stats import mean_se, paired_bootstrap
 from cipo_jax.train import rollout
 
 
@@ -79,22 +80,64 @@ def evaluate_policy(model, tokenizer: Tokenizer, tasks: list[Task], settings: Ev
     second = _sample_texts(model, tokenizer, corr_prompts, 1, t1_temperature, s, seed=s.seed + 2)
     t1, t2 = _verify(pool, tasks, first), _verify(pool, tasks, second)
 
-    return {"pass_at_k": {str(k): v for k, v in pass_at_k_curve(correct_pn).items()},
-            "self_correction": self_correction_metrics(t1, t2),
-            "num_problems": len(tasks), "settings": asdict(s)}
+    result = {"pass_at_k": {str(k): v for k, v in pass_at_k_curve(correct_pn).items()},
+              "self_correction": self_correction_metrics(t1, t2),
+              "num_problems": len(tasks), "num_distinct_problems": len({_problem_key(t) for t in tasks}),
+              "settings": asdict(s),
+              # per-problem raw outcomes: every metric above, its SE and paired CIs derive from them
+              "per_problem": {"correct": correct_pn.sum(axis=1).tolist(), "n": s.n,
+                              "t1": t1.astype(int).tolist(), "t2": t2.astype(int).tolist()}}
+    per = per_problem_metrics(result)
+    result["pass_at_k_se"] = {k: mean_se(per[f"pass@{k}"])[1] for k in result["pass_at_k"]}
+    result["self_correction_se"] = {key: mean_se(per[key])[1] for key in result["self_correction"]}
+    return result
 
 
-def format_table(columns: dict[str, dict[str, Any]]) -> str:
-    """A plain-text table: one row per metric, one column per evaluated policy."""
+def _problem_key(task: Task) -> str:
+    return task.prompt if task.messages is None else repr(task.messages)
+
+
+def per_problem_metrics(result: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Each reported metric as its per-problem values (their mean is the metric): "pass@k" for
+    every k of the result, and the self-correction metrics from the two attempts."""
+    pp = result["per_problem"]
+    n, correct = int(pp["n"]), np.asarray(pp["correct"], int)
+    t1, t2 = np.asarray(pp["t1"], bool), np.asarray(pp["t2"], bool)
+    out = {f"pass@{k}": np.array([pass_at_k(n, int(c), int(k)) for c in correct]) for k in result["pass_at_k"]}
+    out.update({"acc_t1": t1.astype(float), "acc_t2": t2.astype(float), "delta": t2.astype(float) - t1,
+                "delta_i2c": (~t1 & t2).astype(float), "delta_c2i": (t1 & ~t2).astype(float)})
+    return out
+
+
+def paired_comparison(before: dict[str, Any], after: dict[str, Any], *, seed: int = 0) -> dict[str, dict]:
+    """{metric: {"diff": after - before, "ci95": [lo, hi], "se"}} by a paired bootstrap over problems.
+    Both results must come from the same problems in the same order (the same held-out set)."""
+    if len(before["per_problem"]["correct"]) != len(after["per_problem"]["correct"]):
+        raise ValueError("paired_comparison: the two evaluations saw different numbers of problems")
+    b, a = per_problem_metrics(before), per_problem_metrics(after)
+    return {key: paired_bootstrap(b[key], a[key], seed=seed) for key in b if key in a}
+
+
+def format_table(columns: dict[str, dict[str, Any]], paired: dict[str, dict] | None = None) -> str:
+    """A plain-text table: one row per metric, one column per evaluated policy (value ± SE over
+    problems), and with `paired` a last column: the paired difference (last - first column)
+    with its 95% bootstrap CI."""
     names = list(columns)
     ks = sorted({int(k) for c in columns.values() for k in c["pass_at_k"]})
-    rows = [(f"pass@{k}", [c["pass_at_k"].get(str(k)) for c in columns.values()]) for k in ks]
     labels = {"acc_t1": "acc@t1", "acc_t2": "acc@t2", "delta": "delta", "delta_i2c": "delta(i->c)",
               "delta_c2i": "delta(c->i)"}
-    rows += [(label, [c["self_correction"][key] for c in columns.values()]) for key, label in labels.items()]
-    width = max(12, *(len(n) for n in names))
-    lines = ["metric".ljust(12) + "".join(n.rjust(width + 2) for n in names)]
-    for label, values in rows:
-        cells = "".join(("-" if v is None else f"{v:.4f}").rjust(width + 2) for v in values)
+    rows = [(f"pass@{k}", f"pass@{k}", [(c["pass_at_k"].get(str(k)), c.get("pass_at_k_se", {}).get(str(k)))
+                                       for c in columns.values()]) for k in ks]
+    rows += [(label, key, [(c["self_correction"][key], c.get("self_correction_se", {}).get(key))
+                           for c in columns.values()]) for key, label in labels.items()]
+    width = max(16, *(len(n) for n in names))
+    header = "metric".ljust(12) + "".join(n.rjust(width + 2) for n in names)
+    lines = [header + ("paired diff [95% CI]".rjust(30) if paired else "")]
+    for label, key, values in rows:
+        cells = "".join(("-" if v is None else f"{v:.3f}" if se is None else f"{v:.3f} ± {se:.3f}").rjust(width + 2)
+                        for v, se in values)
+        if paired and key in paired:
+            d, (lo, hi) = paired[key]["diff"], paired[key]["ci95"]
+            cells += f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]".rjust(30)
         lines.append(label.ljust(12) + cells)
     return "\n".join(lines)
