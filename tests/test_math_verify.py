@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from cipo_jax.verifiers import extract
-from cipo_jax.verifiers.math import check, verify, verify_batch
+from cipo_jax.verifiers import Item, extract, score, shared_pool
+from cipo_jax.verifiers.math import check
 
 HANG = r"\boxed{9^{9^{9^{9^{9}}}}}"  # sympy evaluates the tower and never returns
 
@@ -53,33 +53,37 @@ def test_check_equivalences(response, answer, expected):
     assert check(response, answer) is expected
 
 
-def test_verify_batch_through_pool_including_edge_cases():
+def _math_batch(responses, answers, timeout_s=None):
+    return shared_pool().score_batch([Item("math", r, a) for r, a in zip(responses, answers)],
+                                     timeout_s=timeout_s)
+
+
+def test_math_batch_through_pool_including_edge_cases():
     long_response = "x" * 100_000 + r" \boxed{42}"
     responses = [r"\boxed{\dfrac{1}{2}}", long_response, "no answer", HANG, r"\boxed{50\%}",
                  "{" * 50_000]
     answers = ["0.5", "42", "1", "1", r"\frac{1}{2}", "1"]
     start = time.monotonic()
-    verdicts = verify_batch(responses, answers, timeout_s=2.0, with_status=True)
+    verdicts = _math_batch(responses, answers, timeout_s=2.0)
     elapsed = time.monotonic() - start
     assert [v.reward > 0 for v in verdicts] == [True, True, False, False, True, False]
     assert verdicts[3].status == "timeout"
     assert [v.status for v in verdicts[:3]] == ["ok", "ok", "failed"]
     assert elapsed < 2.0 + 8.0  # one deadline plus a worker restart, not math-verify's 2 x 5 s
-    assert verify_batch(responses[:1], answers[:1]) == [True]
+    assert [v.reward for v in _math_batch(responses[:1], answers[:1])] == [1.0]
 
 
-def test_single_verify_and_pathological_deadline():
-    assert verify(r"\boxed{\dfrac{3}{4}}", "0.75")
+def test_single_score_and_pathological_deadline():
+    assert score("math", r"\boxed{\dfrac{3}{4}}", "0.75").reward == 1.0
     start = time.monotonic()
-    assert verify(HANG, "1", timeout_s=1.0) is False
+    verdict = score("math", HANG, "1", timeout_s=1.0)
+    assert (verdict.reward, verdict.status) == (0.0, "timeout")
     assert time.monotonic() - start < 1.0 + 8.0
 
 
 def test_bad_reference_is_an_error_status_not_an_exception():
-    (verdict,) = verify_batch([r"\boxed{1}"], [""], with_status=True)
+    (verdict,) = _math_batch([r"\boxed{1}"], [""])
     assert verdict.status == "error"
-    with pytest.raises(ValueError, match="differ in length"):
-        verify_batch(["a"], [])
 
 
 def test_exact_number_fast_path_agrees_with_math_verify():

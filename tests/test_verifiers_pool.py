@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 
 import pytest
 
-from cipo_jax.verifiers import VERIFIERS, Verdict, VerifierPool, score
+from cipo_jax.verifiers import VERIFIERS, Item, Verdict, VerifierKind, VerifierPool, score
 from cipo_jax.verifiers.table import lookup
 
 
@@ -48,6 +49,37 @@ def test_pool_survives_crash_hang_garbage_and_exceptions():
         assert [v.status for v in pool.score_batch(items[:1] * 4)] == ["ok"] * 4
     with pytest.raises(RuntimeError, match="closed"):
         pool.score_batch(items)
+
+
+def _sleep(response, reference, meta):
+    time.sleep(float(response))
+    return Verdict(1.0, "ok")
+
+
+def test_kind_records_set_deadline_and_warm_up(tmp_path):
+    """A kind's own time limit plus its slack extends the pool's deadline; a bare check function
+    gets the pool's; each kind's warm-up runs in every worker before the deadlines start."""
+    marker = tmp_path / "warm"
+    warm = VerifierKind(_sleep, own_limit_s=_meta_limit, slack_s=0.5,
+                        warm_up=partial(_touch_and_sleep, str(marker)))
+    table = {"bare": _sleep, "limited": warm}
+    items = [Item("bare", "1.5", ""), Item("limited", "1.5", "", {"limit": 1.5}),
+             Item("limited", "3", "", {"limit": 0.5})]
+    with VerifierPool(workers=1, timeout_s=0.5, table=table) as pool:
+        verdicts = pool.score_batch(items)
+    assert [v.status for v in verdicts] == ["timeout", "ok", "timeout"]
+    assert marker.exists()
+    assert VERIFIERS["code"].deadline_s({"timeout_s": 10}, 5.0) == 10 + VERIFIERS["code"].slack_s
+    assert VERIFIERS["math"].deadline_s(None, 5.0) == 5.0
+
+
+def _meta_limit(meta):
+    return meta["limit"]
+
+
+def _touch_and_sleep(path: str) -> None:
+    open(path, "w").close()
+    time.sleep(1.0)  # longer than the pool's deadline: it must not count against the first item
 
 
 def test_mixed_real_verifiers_in_one_batch():

@@ -8,7 +8,7 @@ import importlib
 
 BENCHMARKS = {
     "sample": ("cipo_jax.bench.sample", "our sampler vs transformers generate on SmolLM2-135M"),
-    "verify": ("cipo_jax.bench.verify", "math verify_batch items/s and code sandbox runs/s"),
+    "verify": ("cipo_jax.bench.verify", "math score_batch items/s and code sandbox runs/s"),
     "step": ("cipo_jax.bench.step", "train step time split, GRPO vs CIPO"),
 }
 

@@ -1,4 +1,4 @@
-"""`python -m cipo_jax bench verify`: math verify_batch items/s and HumanEval sandbox runs/s.
+"""`python -m cipo_jax bench verify`: math score_batch items/s and HumanEval sandbox runs/s.
 
 Both run on whatever cores the host has; workers default to the CPU count. The pool is warmed
 before timing, so the figures are steady-state throughput, not start-up.
@@ -10,6 +10,8 @@ import argparse
 import os
 import random
 import time
+
+from cipo_jax.verifiers import Item
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +47,7 @@ def _math_items(n: int, group: int, seed: int = 0, kinds: int = 5) -> tuple[list
 
 def _math_rate(pool, n: int, group: int, kinds: int) -> tuple[float, int]:
     responses, answers = _math_items(n, group, seed=group, kinds=kinds)
-    items = [("math", r, a, None) for r, a in zip(responses, answers)]
+    items = [Item("math", r, a) for r, a in zip(responses, answers)]
     start = time.perf_counter()
     verdicts = pool.score_batch(items)
     return len(items) / (time.perf_counter() - start), sum(v.reward > 0 for v in verdicts)
@@ -58,14 +60,14 @@ def main(args: argparse.Namespace) -> int:
     from cipo_jax.verifiers.code import run_tests_batch
 
     with VerifierPool(workers=args.workers, timeout_s=5.0) as pool:
-        pool.score_batch([("math", r"\boxed{1}", "1", None)] * 4 * args.workers)  # warm workers
+        pool.score_batch([Item("math", r"\boxed{1}", "1")] * 4 * args.workers)  # warm workers
         for group, kinds, label in (
                 (args.group, 5, f"G={args.group} rollouts per reference, all five answer kinds"),
                 (args.group, 2, f"G={args.group}, integer and fraction answers only"),
                 (1, 5, "every item distinct, all five kinds")):
             n = args.math_items if group > 1 else args.math_items // 4
             rate, correct = _math_rate(pool, n, group, kinds)
-            print(f"math verify_batch ({label}): {n} items, {rate:.0f} items/s "
+            print(f"math score_batch ({label}): {n} items, {rate:.0f} items/s "
                   f"({args.workers} workers; {correct} verified correct)")
 
     if args.code_runs <= 0:

@@ -17,7 +17,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-VERIFIERS = ("math", "code", "gym", "exact")
+from cipo_jax.verifiers.table import VERIFIERS
+
 ROLES = ("system", "user", "assistant")
 
 
@@ -44,7 +45,7 @@ class Task:
         elif not isinstance(self.prompt, str):
             raise ValueError(f"task {self.id!r}: prompt must be a string, got {type(self.prompt).__name__}")
         if self.verifier not in VERIFIERS:
-            raise ValueError(f"task {self.id!r}: unknown verifier {self.verifier!r}; known: {', '.join(VERIFIERS)}")
+            raise ValueError(f"task {self.id!r}: unknown verifier {self.verifier!r}; known: {', '.join(sorted(VERIFIERS))}")
         if not isinstance(self.reference, str):
             raise ValueError(f"task {self.id!r}: reference must be a string")
         if self.response is not None and not isinstance(self.response, str):

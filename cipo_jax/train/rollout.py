@@ -21,7 +21,7 @@ from cipo_jax.config import Config
 from cipo_jax.data.tasks import Task
 from cipo_jax.data.tokenizer import Tokenizer
 from cipo_jax.sampling import generate
-from cipo_jax.verifiers.table import STATUSES
+from cipo_jax.verifiers.table import STATUSES, Item
 
 
 def completion_text(tokens: list[int], tokenizer: Tokenizer, finish: str) -> str:
@@ -44,7 +44,7 @@ def sample(model, tokenizer: Tokenizer, requests: list[Request], n: int, *, chat
 def score(pool, tasks: list[Task], texts: list[str]) -> tuple[np.ndarray, list[str]]:
     """Rewards and statuses of text k against tasks[k]; with several processes each verifies its share."""
     share = distributed.my_share(len(texts))
-    verdicts = pool.score_batch([(tasks[i].verifier, texts[i], tasks[i].reference, tasks[i].meta) for i in share])
+    verdicts = pool.score_batch([Item(tasks[i].verifier, texts[i], tasks[i].reference, tasks[i].meta) for i in share])
     mine = np.array([(v.reward, STATUSES.index(v.status)) for v in verdicts], np.float64).reshape(-1, 2)
     both = distributed.combine_shares(mine, len(texts))
     return both[:, 0], [STATUSES[int(s)] for s in both[:, 1]]

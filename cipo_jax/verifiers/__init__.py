@@ -5,6 +5,6 @@ Never imports JAX or the model: the trainer imports this module. The table is `V
 """
 
 from cipo_jax.verifiers.pool import VerifierPool, score, shared_pool
-from cipo_jax.verifiers.table import STATUSES, VERIFIERS, Verdict
+from cipo_jax.verifiers.table import STATUSES, VERIFIERS, Item, Verdict, VerifierKind
 
-__all__ = ["VERIFIERS", "STATUSES", "Verdict", "VerifierPool", "score", "shared_pool"]
+__all__ = ["VERIFIERS", "STATUSES", "Item", "Verdict", "VerifierKind", "VerifierPool", "score", "shared_pool"]

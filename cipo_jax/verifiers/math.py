@@ -1,8 +1,8 @@
 """Math answers: extract the final answer, check equivalence with math-verify.
 
 `check` runs in the calling process with math-verify's own timers off (they use signal.alarm,
-which only works in a main thread); `verify` / `verify_batch` run it in the shared worker pool,
-which enforces one wall-clock deadline per item by replacing a worker that overruns.
+which only works in a main thread); `score("math", ...)` and `VerifierPool` run it in worker
+processes, which enforce one wall-clock deadline per item by replacing a worker that overruns.
 """
 
 from __future__ import annotations
@@ -74,21 +74,3 @@ def check(response: str, answer: str, *, boxed: bool = True, answer_phrase: bool
         raise ValueError(f"reference answer {answer!r} does not parse")
     target = _parse(predicted)
     return bool(target) and bool(mv_verify(gold, target, timeout_seconds=None))
-
-
-def verify_batch(responses: list[str], answers: list[str], *, timeout_s: float = 5.0,
-                 with_status: bool = False) -> list:
-    """Check many pairs in the shared worker pool. Returns bools, or `Verdict`s (reward and
-    status: ok / failed / timeout / error / crashed) when `with_status`."""
-    from cipo_jax.verifiers.pool import shared_pool
-
-    if len(responses) != len(answers):
-        raise ValueError(f"responses and answers differ in length: {len(responses)} vs {len(answers)}")
-    verdicts = shared_pool().score_batch([("math", r, a, None) for r, a in zip(responses, answers)],
-                                         timeout_s=timeout_s)
-    return verdicts if with_status else [v.reward > 0 for v in verdicts]
-
-
-def verify(response: str, answer: str, *, timeout_s: float = 5.0) -> bool:
-    """True iff the response's final answer is equivalent to `answer` (within `timeout_s`)."""
-    return verify_batch([response], [answer], timeout_s=timeout_s)[0]

@@ -20,25 +20,24 @@ import time
 from collections import deque
 from multiprocessing.connection import wait
 
-from cipo_jax.verifiers.table import Verdict, lookup
+from cipo_jax.verifiers.table import VERIFIERS, Item, Verdict, as_kind, lookup
 
-_CODE_SLACK_S = 3.0  # sandbox start-up and cleanup on top of the program's own time limit
 _MAX_RUN = 16  # items handed to a worker at once
 
 
-def _warm_up() -> None:
-    """Import and exercise math-verify once, so no item's deadline pays for it."""
-    from cipo_jax.verifiers.math import check
+def _warm_up(table: dict | None) -> None:
+    """Run every kind's warm-up once, so no item's deadline pays for imports."""
+    for entry in (VERIFIERS if table is None else table).values():
+        warm_up = as_kind(entry).warm_up
+        if warm_up is not None:
+            warm_up()
 
-    check(r"\boxed{x^2}", "x^2")
 
-
-def _score_one(item: tuple, table: dict | None) -> tuple[float, str, str]:
-    name, response, reference, meta = item
+def _score_one(item: Item, table: dict | None) -> tuple[float, str, str]:
     try:
-        verdict = lookup(name, table)(response, reference, meta)
+        verdict = lookup(item.verifier, table)(item.response, item.reference, item.meta)
         if not isinstance(verdict, Verdict):
-            raise TypeError(f"verifier {name!r} returned {type(verdict).__name__}")
+            raise TypeError(f"verifier {item.verifier!r} returned {type(verdict).__name__}")
         return verdict.reward, verdict.status, verdict.detail
     except Exception as exc:  # a verifier bug or bad input fails this item only
         return 0.0, "error", f"{type(exc).__name__}: {exc}"[:500]
@@ -49,7 +48,7 @@ def _worker_main(conn, table) -> None:
     # clean exit); a worker dying mid-item would turn in-flight verdicts into "crashed".
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        _warm_up()
+        _warm_up(table)
     except Exception:  # a broken install shows up as per-item errors, not a dead pool
         pass
     conn.send("ready")
@@ -81,7 +80,8 @@ class _Worker:
 
 class VerifierPool:
     """`with VerifierPool(workers=2, timeout_s=5.0) as pool: pool.score_batch(items)` where an
-    item is (verifier, response, reference, meta). `table` overrides the verifier table (tests)."""
+    item is an `Item(verifier, response, reference, meta)`. `table` overrides the verifier table
+    (tests; its entries are `VerifierKind`s or bare check functions)."""
 
     def __init__(self, workers: int = 2, timeout_s: float = 5.0, *, table: dict | None = None):
         if workers < 1:
@@ -104,11 +104,8 @@ class VerifierPool:
                 worker.kill()
             self._workers = []
 
-    def _item_timeout(self, item: tuple, timeout_s: float) -> float:
-        name, _, _, meta = item
-        if name == "code":
-            return max(timeout_s, float((meta or {}).get("timeout_s", 5.0)) + _CODE_SLACK_S)
-        return timeout_s
+    def _item_timeout(self, item: Item, timeout_s: float) -> float:
+        return lookup(item.verifier, self._table).deadline_s(item.meta, timeout_s)
 
     def _replace(self, worker: _Worker, pending: deque) -> None:
         """Kill and replace `worker`; items it had not started go back to the queue front."""
@@ -142,7 +139,7 @@ class VerifierPool:
             size = max(1, min(_MAX_RUN, len(pending) // len(idle)))
             run = [pending.popleft() for _ in range(min(size, len(pending)))]
             try:
-                worker.conn.send([tuple(items[i]) for i in run])
+                worker.conn.send([items[i] for i in run])
             except (OSError, ValueError):
                 worker.queue.extend(run)
                 results[run[0]] = Verdict(0.0, "crashed", "worker unreachable")
@@ -151,23 +148,22 @@ class VerifierPool:
             worker.queue.extend(run)
             worker.deadline = time.monotonic() + self._item_timeout(items[run[0]], timeout_s)
 
-    def score_batch(self, items: list[tuple], *, timeout_s: float | None = None) -> list[Verdict]:
+    def score_batch(self, items: list[Item], *, timeout_s: float | None = None) -> list[Verdict]:
         """Verdicts in input order; every item gets one, whatever its worker does."""
+        items = [_as_item(item) for item in items]
         for item in items:
-            if not isinstance(item, (tuple, list)) or len(item) != 4:
-                raise ValueError(f"an item is (verifier, response, reference, meta), got {item!r:.80}")
-            lookup(item[0], self._table)  # unknown names fail before any work starts
+            lookup(item.verifier, self._table)  # unknown names fail before any work starts
         with self._lock:
             if not self._workers:
                 raise RuntimeError("VerifierPool is closed")
             return self._score(items, self.timeout_s if timeout_s is None else timeout_s)
 
-    def _score(self, items: list[tuple], timeout_s: float) -> list[Verdict]:
+    def _score(self, items: list[Item], timeout_s: float) -> list[Verdict]:
         results: list[Verdict | None] = [None] * len(items)
         pending: deque[int] = deque()
         for index, item in enumerate(items):
             try:
-                pickle.dumps(tuple(item))
+                pickle.dumps(item)
                 pending.append(index)
             except Exception as exc:  # e.g. a meta dict holding a lambda
                 results[index] = Verdict(0.0, "error", f"item cannot be sent to a worker: {exc}")
@@ -214,11 +210,20 @@ class VerifierPool:
                     items[worker.queue[0]], timeout_s)
 
 
+def _as_item(item) -> Item:
+    """An `Item`; a plain 4-sequence in the same order is accepted and named."""
+    if isinstance(item, Item):
+        return item
+    if not isinstance(item, (tuple, list)) or len(item) != 4:
+        raise ValueError(f"an item is Item(verifier, response, reference, meta), got {item!r:.80}")
+    return Item(*item)
+
+
 _SHARED: VerifierPool | None = None
 
 
 def shared_pool(workers: int = 2) -> VerifierPool:
-    """The process-wide pool behind `score`, `math.verify` and `math.verify_batch`."""
+    """The process-wide pool behind `score`."""
     global _SHARED
     if _SHARED is None:
         _SHARED = VerifierPool(workers=workers)
@@ -229,5 +234,5 @@ def shared_pool(workers: int = 2) -> VerifierPool:
 def score(verifier: str, response: str, reference: str, meta: dict | None = None,
           *, timeout_s: float | None = None) -> Verdict:
     """Score one response in the shared pool (the deadline and crash isolation included)."""
-    return shared_pool().score_batch([(verifier, response, reference, meta)],
+    return shared_pool().score_batch([Item(verifier, response, reference, meta)],
                                      timeout_s=timeout_s)[0]

@@ -1,13 +1,14 @@
-"""The one verifier table: name -> in-process function (response, reference, meta) -> Verdict.
+"""The one verifier table: name -> `VerifierKind` (check function, time allowance, warm-up).
 
-These run inside pool workers (`pool.py`); the trainer goes through `score` / `VerifierPool`,
-which add the per-item deadline and crash isolation.
+Checks run inside pool workers (`pool.py`); the trainer goes through `score` / `VerifierPool`,
+which add the per-item deadline and crash isolation. A kind is called like its check function:
+`VERIFIERS["exact"](response, reference, meta) -> Verdict`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, NamedTuple
 
 from cipo_jax.verifiers import code, exact, gym, math
 
@@ -23,12 +24,50 @@ class Verdict:
     detail: str = ""
 
 
+class Item(NamedTuple):
+    """One thing to score: `VERIFIERS[verifier](response, reference, meta)`."""
+
+    verifier: str
+    response: str
+    reference: str
+    meta: dict[str, Any] | None = None
+
+
+Check = Callable[[str, str, "dict | None"], Verdict]
+
+
+@dataclass(frozen=True)
+class VerifierKind:
+    """check: the in-process verifier. own_limit_s: the time limit the check enforces itself for
+    an item (from its meta), if any; the pool then allows that plus `slack_s` (start-up and
+    clean-up) when it exceeds the pool's deadline. warm_up: run once per worker before its first
+    item, so no item's deadline pays for imports."""
+
+    check: Check
+    own_limit_s: Callable[[dict | None], float] | None = None
+    slack_s: float = 0.0
+    warm_up: Callable[[], None] | None = None
+
+    def __call__(self, response: str, reference: str, meta: dict | None) -> Verdict:
+        return self.check(response, reference, meta)
+
+    def deadline_s(self, meta: dict | None, timeout_s: float) -> float:
+        """Wall-clock seconds the pool allows one item of this kind."""
+        if self.own_limit_s is None:
+            return timeout_s
+        return max(timeout_s, self.own_limit_s(meta) + self.slack_s)
+
+
 def _binary(passed: bool) -> Verdict:
     return Verdict(1.0, "ok") if passed else Verdict(0.0, "failed")
 
 
 def _math(response: str, reference: str, meta: dict | None) -> Verdict:
     return _binary(math.check(response, reference, **(meta or {})))
+
+
+def _math_warm_up() -> None:
+    math.check(r"\boxed{x^2}", "x^2")  # imports and exercises math-verify's parser
 
 
 def _exact(response: str, reference: str, meta: dict | None) -> Verdict:
@@ -38,6 +77,13 @@ def _exact(response: str, reference: str, meta: dict | None) -> Verdict:
 def _gym(response: str, reference: str, meta: dict | None) -> Verdict:
     reward = gym.check(response, reference, meta)
     return Verdict(reward, "ok" if reward > 0 else "failed")
+
+
+_CODE_TIMEOUT_S = 5.0  # a code item's own limit when its meta sets none
+
+
+def _code_limit_s(meta: dict | None) -> float:
+    return float((meta or {}).get("timeout_s", _CODE_TIMEOUT_S))
 
 
 def _code(response: str, reference: str, meta: dict | None) -> Verdict:
@@ -51,22 +97,28 @@ def _code(response: str, reference: str, meta: dict | None) -> Verdict:
     prefix, entry = meta.get("code_prefix"), meta.get("entry_point")
     if prefix and not (entry and f"def {entry}(" in response):
         program = prefix + response
-    result = code.run_tests(program, reference, timeout_s=float(meta.get("timeout_s", 5.0)),
+    result = code.run_tests(program, reference, timeout_s=_code_limit_s(meta),
                             memory_mb=int(meta.get("memory_mb", 1024)))
     status = "ok" if result.passed else result.status
     return Verdict(float(result.passed), status, result.detail)
 
 
-VERIFIERS: dict[str, Callable[[str, str, dict | None], Verdict]] = {
-    "math": _math,
-    "code": _code,
-    "gym": _gym,
-    "exact": _exact,
+VERIFIERS: dict[str, VerifierKind] = {
+    "math": VerifierKind(_math, warm_up=_math_warm_up),
+    # The sandbox enforces the program's own limit; 3 s covers its start-up and clean-up.
+    "code": VerifierKind(_code, own_limit_s=_code_limit_s, slack_s=3.0),
+    "gym": VerifierKind(_gym),
+    "exact": VerifierKind(_exact),
 }
 
 
-def lookup(name: str, table: dict | None = None) -> Callable:
+def as_kind(entry: VerifierKind | Check) -> VerifierKind:
+    """A table entry as a kind: a bare check function (a test's probe) has no limit or warm-up."""
+    return entry if isinstance(entry, VerifierKind) else VerifierKind(entry)
+
+
+def lookup(name: str, table: dict | None = None) -> VerifierKind:
     table = VERIFIERS if table is None else table
     if name not in table:
         raise ValueError(f"unknown verifier {name!r}; known: {', '.join(sorted(table))}")
-    return table[name]
+    return as_kind(table[name])
