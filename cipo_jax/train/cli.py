@@ -35,4 +35,23 @@ def main(args: argparse.Namespace) -> int:
               f"rerun the same command to resume from {summary['run_dir']}")
         return 0
     print(f"trained to step {summary['step']}; run dir: {summary['run_dir']}")
+    print(run_summary(summary["run_dir"]))
     return 0
+
+
+def run_summary(run_dir: str) -> str:
+    """One line: reward over the first and last tenth of the steps (± SE over steps), and where
+    the metrics, plots and checkpoints are."""
+    from pathlib import Path
+
+    from cipo_jax.train.metrics import read_metrics, reward_change
+
+    run = Path(run_dir)
+    rows = [r for r in read_metrics(run) if r.get("reward_mean") is not None]
+    plots = f", plots: tensorboard --logdir {run / 'tb'}" if (run / "tb").is_dir() else ""
+    where = f"metrics {run / 'metrics.jsonl'}{plots}, checkpoints {run / 'checkpoints'}"
+    if not rows:
+        return f"no RL steps logged; {where}"
+    c = reward_change(rows)
+    return (f"reward_mean {c['first']:.3f} ± {c['first_se']:.3f} over the first {c['window']} steps -> "
+            f"{c['last']:.3f} ± {c['last_se']:.3f} over the last {c['window']} ({c['change']:+.3f}); {where}")

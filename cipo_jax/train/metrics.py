@@ -10,7 +10,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm.auto import tqdm
+
+from cipo_jax.stats import mean_se
 
 HEADLINE = ("reward_mean", "corr_success", "replay_ratio", "loss_pg", "step_time")
 
@@ -89,3 +92,21 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def reward_change(rows: list[dict[str, Any]], fraction: float = 0.1) -> dict[str, float]:
+    """Mean `reward_mean` (and its SE over steps) of the first and last `fraction` of the steps.
+
+    Steps are the units: the SE is the spread of per-step means / sqrt(steps), which ignores the
+    autocorrelation between neighbouring steps, so read it as a lower bound.
+    """
+    rewards = [r["reward_mean"] for r in rows if r.get("reward_mean") is not None]
+    if not rewards:
+        raise ValueError("reward_change: no reward_mean in the metrics")
+    if not 0 < fraction <= 0.5:
+        raise ValueError(f"reward_change: fraction must lie in (0, 0.5], got {fraction}")
+    w = max(1, int(round(len(rewards) * fraction)))
+
+    (first, first_se), (last, last_se) = mean_se(np.array(rewards[:w])), mean_se(np.array(rewards[-w:]))
+    return {"steps": len(rewards), "window": w, "first": first, "first_se": first_se, "last": last,
+            "last_se": last_se, "change": last - first}
