@@ -89,16 +89,16 @@ def finish(proc: subprocess.Popen, timeout_s: float = 900) -> tuple[int, str, st
 
 
 def final_params(run_dir: Path) -> dict[str, np.ndarray]:
-    """The newest checkpoint's arrays as NumPy, read with orbax directly (not via the trainer)."""
+    """The newest checkpoint's arrays as NumPy, read as saved (not via the trainer)."""
     ckpt = Checkpointer(run_dir / "checkpoints", async_save=False)
     try:
         step = ckpt.steps()[-1]
-        restored = ckpt._mngr.restore(step)
+        arrays, _ = ckpt.read(step)
     finally:
         ckpt.close()
     import jax
 
-    flat = jax.tree_util.tree_flatten_with_path(restored["arrays"])[0]
+    flat = jax.tree_util.tree_flatten_with_path(arrays)[0]
     return {"step": step, **{jax.tree_util.keystr(p): np.asarray(v) for p, v in flat}}
 
 

@@ -122,8 +122,8 @@ def test_non_finite_updates_skipped_counted_then_stop(faulty_run):
     ckpt = Checkpointer(run_dir / "checkpoints", async_save=False)
     try:
         assert ckpt.steps()[-1] == MAX_BAD  # nothing saved for the step that stopped the run
-        params = {s: ckpt._mngr.restore(s)["arrays"]["state"]["params"] for s in (1, MAX_BAD)}
-        meta = ckpt._mngr.restore(MAX_BAD)["meta"]
+        params = {s: ckpt.read(s)[0]["state"]["params"] for s in (1, MAX_BAD)}
+        meta = ckpt.read(MAX_BAD)[1]
     finally:
         ckpt.close()
     assert meta["progress"]["bad_steps"] == 1 and meta["progress"]["skipped_total"] == 1

@@ -6,6 +6,7 @@ import pytest
 
 from cipo_jax.cli import main as cli
 from cipo_jax.train.metrics import read_metrics
+from cipo_jax.train.runs import checkpoint_steps
 
 SMALL = ["grpo.num_prompts=4", "grpo.group_size=4", "cipo.C=3", "cipo.M=2", "sampling.max_new_tokens=6",
          "tasks.size=200", "model.hidden_size=64", "model.intermediate_size=128", "sft.steps=4",
@@ -30,7 +31,7 @@ def test_train_writes_metrics_config_and_checkpoints(run_dir):
         assert key in rows[-1], key
     assert rows[-1]["corr_count"] == 3 * 2
     assert (run_dir / "config.yaml").is_file() and (run_dir / "tokenizer.model").is_file()
-    assert sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()) == [0, 1, 2]
+    assert checkpoint_steps(run_dir) == [0, 1, 2]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["step"] == 2
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -105,7 +104,7 @@ def run_dir_of(out: Path, arm: str, seed: int) -> Path:
 def run_arm(config: str, overrides: list[str], arm: str, seed: int, out: Path, steps: int | None,
             progress: bool) -> Path:
     from cipo_jax.config import load_config
-    from cipo_jax.train.trainer import train
+    from cipo_jax.train.runs import launch
 
     run_dir = run_dir_of(out, arm, seed)
     extra = [f"run.seed={seed}", f"run.run_dir={run_dir}"]
@@ -113,23 +112,8 @@ def run_arm(config: str, overrides: list[str], arm: str, seed: int, out: Path, s
         extra.append(f"run.steps={steps}")
     cfg = load_config(config, [*arm_overrides(overrides, arm), *extra])
     print(f"[compare] {arm} seed {seed} -> {run_dir}", flush=True)
-    train(cfg, progress_bar=progress)
+    launch(cfg, progress_bar=progress)
     return run_dir
-
-
-def share_warm_start(src: Path, dst: Path) -> None:
-    """Seed `dst` with `src`'s step-0 checkpoint (the policy after SFT) unless it has checkpoints."""
-    if (dst / "checkpoints").is_dir() and saved_steps(dst):
-        return
-    (dst / "checkpoints").mkdir(parents=True, exist_ok=True)
-    shutil.copytree(src / "checkpoints" / "0", dst / "checkpoints" / "0")
-    for name in ("tokenizer.model", "sft_metrics.jsonl"):
-        if (src / name).exists():
-            shutil.copy2(src / name, dst / name)
-
-
-def saved_steps(run_dir: Path) -> list[int]:
-    return sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
 
 
 def main(args: argparse.Namespace) -> int:
@@ -137,6 +121,7 @@ def main(args: argparse.Namespace) -> int:
     from cipo_jax.evaluation.cli import evaluate_run
     from cipo_jax.evaluation.plots import plot_compare
     from cipo_jax.train.metrics import read_metrics
+    from cipo_jax.train.runs import checkpoint_steps, share_warm_start
     from cipo_jax.verifiers import VerifierPool
 
     if args.seeds < 2:
@@ -169,12 +154,12 @@ def main(args: argparse.Namespace) -> int:
             views["equal_steps"][arm], views["equal_tokens"][arm], evals[arm] = [], [], []
             for run_dir, ms, c in zip(dirs, metrics[arm], cum[arm]):
                 rewards = [m.get("reward_mean") for m in ms]
-                final = evaluate(run_dir, saved_steps(run_dir)[-1])
+                final = evaluate(run_dir, checkpoint_steps(run_dir)[-1])
                 evals[arm].append(final)
                 views["equal_steps"][arm].append({"train_reward": window_mean(rewards, len(ms) - 1, args.window),
                                                   **eval_row(final), "step": ms[-1]["step"], "tokens": float(c[-1])})
                 i = budget_step(c, budget)
-                ckpt = max(s for s in saved_steps(run_dir) if s <= ms[i]["step"])
+                ckpt = max(s for s in checkpoint_steps(run_dir) if s <= ms[i]["step"])
                 at_budget = final if ckpt == final["step"] else evaluate(run_dir, ckpt)
                 views["equal_tokens"][arm].append({"train_reward": window_mean(rewards, i, args.window),
                                                    **eval_row(at_budget), "step": ms[i]["step"],

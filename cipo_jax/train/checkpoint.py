@@ -87,9 +87,14 @@ def _first_line(e: BaseException) -> str:
 
 
 class Checkpointer:
-    def __init__(self, directory: str | Path, *, keep: int = 3, async_save: bool = True):
+    """The one reader and writer of a run's checkpoint directory. `read_only` opens it for
+    listing and restoring without touching it (a run that is saving there meanwhile keeps its
+    unfinished step)."""
+
+    def __init__(self, directory: str | Path, *, keep: int = 3, async_save: bool = True, read_only: bool = False):
         self.directory = Path(directory).absolute()
-        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only, read_only=read_only,
+                                               cleanup_tmp_directories=not read_only,
                                                enable_async_checkpointing=async_save)
         self._mngr = ocp.CheckpointManager(self.directory, options=options)
 
@@ -120,7 +125,7 @@ class Checkpointer:
         problems = []
         for step in reversed(steps):
             try:
-                return (step, *self._restore_verified(step, abstract_arrays))
+                return (step, *self.read(step, abstract_arrays))
             except Exception as e:  # a torn or corrupt step: fall back to the previous one
                 reason = _first_line(e)
                 problems.append(f"{self.directory / str(step)} ({reason})")
@@ -130,11 +135,16 @@ class Checkpointer:
             raise CheckpointError("no checkpoint could be restored: " + "; ".join(problems))
         return None
 
-    def _restore_verified(self, step: int, abstract_arrays: Any) -> tuple[Any, dict[str, Any]]:
+    def read(self, step: int, abstract_arrays: Any = None, *, verify: bool = True) -> tuple[Any, dict[str, Any]]:
+        """One step's (arrays, meta). `abstract_arrays` gives the structure, shapes, dtypes and
+        shardings to restore into (None: as saved). `verify` compares every array with its saved
+        fingerprint (CheckpointError on a mismatch); turn it off only to inspect a damaged step."""
         restored = self._mngr.restore(step, args=ocp.args.Composite(
             arrays=ocp.args.StandardRestore(abstract_arrays), meta=ocp.args.JsonRestore()))
         meta = dict(restored["meta"])
         expected = meta.pop(FINGERPRINT_KEY, None)
+        if not verify:
+            return restored["arrays"], meta
         if expected is None:
             raise CheckpointError("its record has no array fingerprints")
         got = fingerprint(restored["arrays"])

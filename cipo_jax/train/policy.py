@@ -131,7 +131,7 @@ def load_policy(run_dir: str | Path, step: int | None = None) -> LoadedPolicy:
     abstract = jax.tree.map(lambda x: x if x.sharding is not None else
                             jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                             checkpoint_tree(state, params_abstract if cfg.grpo.beta_kl > 0 else None))
-    ckpt = Checkpointer(run_dir / "checkpoints", keep=cfg.run.keep_checkpoints, async_save=False)
+    ckpt = Checkpointer(run_dir / "checkpoints", async_save=False, read_only=True)
     try:
         if step is not None and step not in ckpt.steps():
             raise FileNotFoundError(f"{run_dir}: no checkpoint at step {step}; have {ckpt.steps()}")
