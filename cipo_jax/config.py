@@ -8,10 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from cipo_jax import configlib
-from cipo_jax.configlib import ConfigError
+from cipo_jax.configlib import ConfigError, OneOf
+
+
+def _aggregations():
+    from cipo_jax.cipo.choices import AGGREGATIONS
+
+    return AGGREGATIONS
+
+
+def _kl_estimators():
+    from cipo_jax.cipo.choices import KL_ESTIMATORS
+
+    return KL_ESTIMATORS
 
 
 @dataclass(frozen=True)
@@ -81,9 +93,9 @@ class GRPOConfig:
     adv_eps: float = 1e-6
     eps_low: float = 0.2  # clip range below 1
     eps_high: float = 0.2  # clip range above 1 (DAPO clip-higher: e.g. 0.28)
-    aggregation: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = "token-mean"
+    aggregation: Annotated[str, OneOf(_aggregations)] = "token-mean"  # a name in cipo.choices.AGGREGATIONS
     beta_kl: float = 0.0  # KL(pi_theta || pi_ref) weight; 0 = no reference model kept
-    kl_estimator: Literal["k1", "k3"] = "k3"
+    kl_estimator: Annotated[str, OneOf(_kl_estimators)] = "k3"  # a name in cipo.choices.KL_ESTIMATORS
     dynamic_sampling: bool = False  # DAPO: drop zero-variance groups and refill
     max_refill_rounds: int = 3
     overlong: Literal["none", "filter", "soft"] = "none"  # DAPO overlong handling

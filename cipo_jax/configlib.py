@@ -12,7 +12,7 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import yaml
 
@@ -21,6 +21,14 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config file or override is malformed; the message names the offending key."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OneOf:
+    """`Annotated[str, OneOf(names)]`: a value among `names()`. A callable, so a registry is read
+    when a config is checked (with whatever has registered by then) instead of copied."""
+
+    names: Callable[[], Iterable[str]]
 
 
 def _suggest(key: str, valid: list[str]) -> str:
@@ -34,6 +42,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
+        return value
+    if origin is typing.Annotated:
+        value = _coerce(value, args[0], key)
+        for choice in (m for m in tp.__metadata__ if isinstance(m, OneOf)):
+            allowed = sorted(choice.names())
+            if value not in allowed:
+                raise ConfigError(f"{key}: {value!r} is not one of {allowed}")
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -95,7 +110,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     """Build dataclass `cls` from a (possibly partial) mapping; unknown keys are errors."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in data.items():

@@ -262,6 +262,19 @@ def test_loss_config_from_run_config():
     assert (lc.alpha_corr, lc.gamma_nll) == (0.5, 0.2)
 
 
+def test_run_config_accepts_exactly_the_registered_choices(monkeypatch):
+    """The config reads the registries: a newly registered aggregation is a valid
+    grpo.aggregation with no config edit, and a wrong name lists what is registered."""
+    from cipo_jax.configlib import ConfigError
+
+    with pytest.raises(ConfigError, match="grpo.aggregation: 'probe' is not one of"):
+        load_config(None, ["grpo.aggregation=probe"])
+    monkeypatch.setitem(AGGREGATIONS, "probe", AGGREGATIONS["token-mean"])
+    assert loss_config(load_config(None, ["grpo.aggregation=probe"])).aggregation == "probe"
+    with pytest.raises(ConfigError, match=r"grpo.kl_estimator: 'k2' is not one of \['k1', 'k3'\]"):
+        load_config(None, ["grpo.kl_estimator=k2"])
+
+
 def test_bad_inputs_fail_with_named_errors():
     with pytest.raises(ValueError, match="unknown aggregation 'seq-sum'; known: seq-mean-token-mean"):
         LossConfig(aggregation="seq-sum")

@@ -19,13 +19,14 @@ c_s = T(x_b, y_{b,i}), so the quoted failed attempt is never inside any mask.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 from jaxtyping import Array, Float, Int
 
+# The registries are part of the loss's interface: `from cipo_jax.cipo.loss import register_aggregation`.
+from cipo_jax.cipo.choices import AGGREGATIONS, KL_ESTIMATORS, get_aggregation, register_aggregation  # noqa: F401
 from cipo_jax.cipo.step import CORRECTION
 from cipo_jax.config import Config
 
@@ -118,13 +119,6 @@ class LossBatch:
 
 
 # ------------------------------------------------------------------------------------- config
-KL_ESTIMATORS: dict[str, Callable] = {
-    # Schulman's estimators of KL(pi_theta || pi_ref) from samples of pi_theta; d = log pi_ref - log pi_theta.
-    "k1": lambda logp, ref_logp: logp - ref_logp,
-    "k3": lambda logp, ref_logp: jnp.exp(ref_logp - logp) - (ref_logp - logp) - 1.0,  # >= 0, unbiased
-}
-
-
 @dataclass(frozen=True)
 class LossConfig:
     """The static knobs of the loss (hashable, so it can be a jit static argument)."""
@@ -161,54 +155,6 @@ def loss_config(cfg: Config) -> LossConfig:
         beta_kl=cfg.grpo.beta_kl,
         kl_estimator=cfg.grpo.kl_estimator,
     )
-
-
-# -------------------------------------------------------------------------------- aggregation
-# An aggregation maps a token mask to (per-token weights, count): term = sum(x * weights) / count.
-# The weights only use a row's own tokens, so they can be computed per micro-batch; the count is
-# summed over the global batch by `loss_normalisers`.
-Aggregation = Callable[[Float[Array, "N T"]], tuple[Float[Array, "N T"], Float[Array, ""]]]
-AGGREGATIONS: dict[str, Aggregation] = {}
-
-
-def register_aggregation(name: str) -> Callable[[Aggregation], Aggregation]:
-    def register(fn: Aggregation) -> Aggregation:
-        if name in AGGREGATIONS:
-            raise ValueError(f"aggregation {name!r} is already registered")
-        AGGREGATIONS[name] = fn
-        return fn
-
-    return register
-
-
-def get_aggregation(name: str) -> Aggregation:
-    if name not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {name!r}; known: {', '.join(sorted(AGGREGATIONS))}")
-    return AGGREGATIONS[name]
-
-
-def _rows_present(mask: Float[Array, "N T"]) -> Float[Array, ""]:
-    return jnp.sum(jnp.any(mask > 0, axis=-1).astype(jnp.float32))
-
-
-@register_aggregation("token-mean")
-def _token_mean(mask):
-    """Mean over every counted token of the batch (long sequences weigh more)."""
-    return mask, jnp.sum(mask)
-
-
-@register_aggregation("seq-mean-token-mean")
-def _seq_mean_token_mean(mask):
-    """Mean over tokens within each sequence, then mean over sequences."""
-    length = jnp.sum(mask, axis=-1, keepdims=True)  # (N, 1)
-    return mask / jnp.maximum(length, 1.0), _rows_present(mask)
-
-
-@register_aggregation("seq-mean-token-sum")
-def _seq_mean_token_sum(mask):
-    """Sum over tokens within each sequence, mean over sequences (Dr.GRPO without its constant
-    1/max_len factor, which is only a learning-rate rescale)."""
-    return mask, _rows_present(mask)
 
 
 # ------------------------------------------------------------------------------ masks & norms
