@@ -1,10 +1,12 @@
-"""`python -m cipo_jax curve --run RUN_DIR [--size 256] [--n 8] [--train-size 256]`
+"""`python -m cipo_jax curve --run RUN_DIR [--run OTHER ...] [--size 256] [--n 8] [--train-size 256]`
 
-A learning curve of one run: every saved checkpoint evaluated on the same held-out problems
+Learning curves: every saved checkpoint of each run evaluated on the same held-out problems
 (split "test") and, with --train-size, on training problems (split "train") to show the
 generalisation gap. Each point carries its standard error and the paired difference to the
-first checkpoint (step 0 = the policy after SFT) with a 95% bootstrap CI. Writes curve.json
-into the run directory (or --out) and prints a table.
+run's first checkpoint (step 0 = the policy after SFT) with a 95% bootstrap CI. Writes
+curve.json into each run directory (a run that has one is not evaluated again unless --force),
+prints the points, and draws all runs in one figure (--png, default <first run>/curve.png) with
+their training reward.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", required=True, help="a run directory with several checkpoints")
+    parser.add_argument("--run", required=True, action="append", help="a run directory (repeat for several)")
+    parser.add_argument("--label", action="append", default=None, help="legend label per --run (default: dir name)")
     parser.add_argument("--size", type=int, default=256, help="distinct held-out problems")
     parser.add_argument("--train-size", type=int, default=0, help="training problems to evaluate too (0: none)")
     parser.add_argument("--n", type=int, default=8, help="samples per problem for pass@k")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed, the same at every checkpoint")
-    parser.add_argument("--out", default=None, help="JSON file (default: <run>/curve.json)")
+    parser.add_argument("--png", default=None, help="figure path (default: <first run>/curve.png)")
+    parser.add_argument("--force", action="store_true", help="evaluate runs that already have curve.json again")
 
 
 def curve_point(result: dict, first: dict) -> dict:
@@ -34,37 +38,58 @@ def curve_point(result: dict, first: dict) -> dict:
             "pass@1_change": paired["pass@1"], "delta_change": paired["delta"]}
 
 
-def main(args: argparse.Namespace) -> int:
+def evaluate_checkpoints(run: Path, *, size: int, train_size: int, n: int, seed: int) -> dict:
+    """The curve of one run: {"run", "n", "sizes", "points": {split: [point per checkpoint]}}."""
     from cipo_jax.config import load_config
     from cipo_jax.evaluation.cli import evaluate_run
     from cipo_jax.train.checkpoint import Checkpointer
     from cipo_jax.verifiers import VerifierPool
 
-    run = Path(args.run)
-    cfg = load_config(run / "config.yaml")
     if not (run / "checkpoints").is_dir():
         raise FileNotFoundError(f"curve: no checkpoints under {run / 'checkpoints'}")
+    cfg = load_config(run / "config.yaml")
     ckpt = Checkpointer(run / "checkpoints", async_save=False)
     steps = ckpt.steps()
     ckpt.close()
     if not steps:
         raise FileNotFoundError(f"curve: no checkpoints under {run / 'checkpoints'}")
-    splits = {"test": args.size, **({"train": args.train_size} if args.train_size else {})}
+    splits = {"test": size, **({"train": train_size} if train_size else {})}
     points: dict[str, list[dict]] = {split: [] for split in splits}
+    first: dict[str, dict] = {}
     with VerifierPool(workers=cfg.run.verify_workers, timeout_s=cfg.run.verify_timeout_s) as pool:
-        first: dict[str, dict] = {}
         for step in steps:
-            for split, size in splits.items():
-                result = evaluate_run(run, step=step, tasks_spec=None, size=size, pool=pool, split=split, n=args.n,
-                                      temperature=cfg.sampling.temperature, seed=args.seed)
+            for split, k in splits.items():
+                result = evaluate_run(run, step=step, tasks_spec=None, size=k, pool=pool, split=split, n=n,
+                                      temperature=cfg.sampling.temperature, seed=seed)
                 first.setdefault(split, result)
                 points[split].append({"step": step, **curve_point(result, first[split])})
                 p = points[split][-1]
                 lo, hi = p["pass@1_change"]["ci95"]
-                print(f"[curve] step {step:5d} {split:5s} pass@1 {p['pass@1']:.3f} ± {p['pass@1_se']:.3f} "
+                print(f"[curve] {run.name} step {step:5d} {split:5s} pass@1 {p['pass@1']:.3f} ± {p['pass@1_se']:.3f} "
                       f"(vs step {steps[0]}: {p['pass@1_change']['diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]) "
                       f"delta {p['delta']:+.3f}", flush=True)
-    out = Path(args.out) if args.out else run / "curve.json"
-    out.write_text(json.dumps({"run": str(run), "n": args.n, "sizes": splits, "points": points}, indent=1))
-    print(f"[curve] wrote {out}")
+    return {"run": str(run), "n": n, "sizes": splits, "points": points}
+
+
+def main(args: argparse.Namespace) -> int:
+    from cipo_jax.evaluation.plots import plot_curves
+    from cipo_jax.train.metrics import read_metrics
+
+    runs = [Path(r) for r in args.run]
+    labels = args.label or [r.name for r in runs]
+    if len(labels) != len(runs):
+        raise ValueError(f"curve: {len(labels)} --label for {len(runs)} --run")
+    curves = {}
+    for label, run in zip(labels, runs):
+        out = run / "curve.json"
+        if out.exists() and not args.force:
+            print(f"[curve] {run}: using its curve.json (--force to evaluate again)")
+            curve = json.loads(out.read_text())
+        else:
+            curve = evaluate_checkpoints(run, size=args.size, train_size=args.train_size, n=args.n, seed=args.seed)
+            out.write_text(json.dumps(curve, indent=1))
+            print(f"[curve] wrote {out}")
+        curves[label] = (curve, read_metrics(run))
+    png = plot_curves(curves, Path(args.png) if args.png else runs[0] / "curve.png")
+    print(f"[curve] figure {png}")
     return 0

@@ -72,6 +72,32 @@ def plot_compare(metrics: dict[str, list[list[dict[str, Any]]]], evals: dict[str
     return _save(fig, path)
 
 
+def plot_curves(curves: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]], path: str | Path) -> Path:
+    """Left: held-out pass@1 per checkpoint (band: ± 1 SE), dashed: the same on training problems.
+    Right: training reward per RL step (moving average of 20). One colour per run."""
+    plt = _pyplot()
+    fig, (ax_p, ax_r) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, (label, (curve, metrics)) in enumerate(curves.items()):
+        colour = f"C{i}"
+        for split, style in (("test", "-"), ("train", "--")):
+            pts = curve["points"].get(split)
+            if not pts:
+                continue
+            x = np.array([p["step"] for p in pts])
+            y, se = np.array([p["pass@1"] for p in pts]), np.array([p["pass@1_se"] for p in pts])
+            ax_p.plot(x, y, style, color=colour, marker="o", ms=3,
+                      label=label if split == "test" else f"{label} (train problems)")
+            if split == "test":
+                ax_p.fill_between(x, y - se, y + se, color=colour, alpha=0.15)
+        reward = [np.nan if m.get("reward_mean") is None else m["reward_mean"] for m in metrics]
+        ax_r.plot([m["step"] for m in metrics], moving_average(reward, 20), color=colour, label=label)
+    ax_p.set(xlabel="RL step", ylabel="pass@1 (T = sampling temperature)", title="Held-out pass@1 (± 1 SE)")
+    ax_r.set(xlabel="RL step", ylabel="reward_mean (moving average 20)", title="Training reward")
+    ax_p.legend(fontsize=7)
+    ax_r.legend(fontsize=7)
+    return _save(fig, path)
+
+
 def _k_axis(ax, ks: list[int], title: str) -> None:
     """pass@k against k = 1, 2, 4, ... on a base-2 log axis labelled at each k."""
     ax.set(xlabel="k", ylabel="pass@k", title=title)
