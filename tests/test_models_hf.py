@@ -11,6 +11,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from cipo_jax.models import DecoderConfig, load_hf, save_hf  # noqa: E402
+from cipo_jax.models.config import FAMILIES, tiny_config  # noqa: E402
 
 SMALL = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2, attn_implementation="eager")
 
@@ -97,3 +98,23 @@ def test_save_hf_round_trip_through_transformers(case, tmp_path):
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
     ours = np.asarray(model(jnp.asarray(TOKENS)))
     np.testing.assert_allclose(hf_logits(reloaded.eval(), TOKENS), ours, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_family_table_agrees_with_transformers(model_type):
+    """Each FAMILIES entry names transformers' causal-LM class for its model_type, and the
+    config.json it writes builds a transformers model whose q/k/v biases and q/k norms are the
+    ones the entry declares; reading it back gives the same DecoderConfig."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    fam = FAMILIES[model_type]
+    assert MODEL_FOR_CAUSAL_LM_MAPPING_NAMES[model_type] == fam.architecture
+    cfg = tiny_config(model_type=model_type, qkv_bias=fam.qkv_bias, qk_norm=fam.qk_norm, vocab_size=64,
+                      hidden_size=32, intermediate_size=64, num_layers=1, head_dim=8)
+    hf = cfg.to_hf_dict()
+    assert DecoderConfig.from_hf_dict(hf) == cfg
+    torch.manual_seed(0)
+    model = getattr(transformers, fam.architecture)(transformers.AutoConfig.for_model(**hf))
+    attn = model.model.layers[0].self_attn
+    assert (attn.q_proj.bias is not None) == fam.qkv_bias
+    assert hasattr(attn, "q_norm") == fam.qk_norm

@@ -1,8 +1,9 @@
 """DecoderConfig: the architecture of one decoder, read from and written to HF config.json.
 
-One config covers Llama, Qwen2, Qwen3 and SmolLM2 (a Llama). The differences are flags:
-q/k/v bias (Qwen2), per-head q/k RMSNorm (Qwen3), explicit head_dim, tied embeddings and
-the RoPE scaling rule.
+One config covers Llama, Qwen2, Qwen3 and SmolLM2 (a Llama). What sets a family apart is one
+`FAMILIES` entry (q/k/v bias, per-head q/k RMSNorm, its transformers class, its config.json
+keys, its GGUF Q/K layout); the rest are per-model fields: head_dim, tied embeddings and the
+RoPE scaling rule.
 """
 
 from __future__ import annotations
@@ -16,13 +17,41 @@ class WeightError(ValueError):
     """A model directory, config or weight file is unusable; the message names the problem."""
 
 
-SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "qwen3")
+@dataclass(frozen=True)
+class Family:
+    """One model family, keyed by transformers' `model_type`."""
+
+    architecture: str  # config.json "architectures" entry (the transformers class)
+    qkv_bias: bool = False  # q/k/v projections always carry biases (Qwen2)
+    qk_norm: bool = False  # RMSNorm over head_dim on q and k before RoPE (Qwen3)
+    default_rope_theta: Optional[float] = None  # when config.json gives none; None = required
+    gguf_permuted_qk: bool = False  # llama.cpp stores this family's Q/K rows permuted for RoPE
+    attention_bias_key: bool = True  # config.json has `attention_bias` (optional q/k/v biases)
+    hf_extra: tuple[tuple[str, Any], ...] = ()  # further fixed config.json keys
+
+
+_NO_SLIDING_WINDOW = (("use_sliding_window", False), ("sliding_window", None))
+FAMILIES: dict[str, Family] = {
+    "llama": Family("LlamaForCausalLM", default_rope_theta=10000.0, gguf_permuted_qk=True,
+                    hf_extra=(("mlp_bias", False),)),
+    "qwen2": Family("Qwen2ForCausalLM", qkv_bias=True, attention_bias_key=False, hf_extra=_NO_SLIDING_WINDOW),
+    "qwen3": Family("Qwen3ForCausalLM", qk_norm=True, hf_extra=_NO_SLIDING_WINDOW),
+}
+
+
+def family(model_type: Any, where: str = "") -> Family:
+    """The `FAMILIES` entry of `model_type`; an unknown one is a WeightError naming the known ones."""
+    if model_type not in FAMILIES:
+        raise WeightError(f"unknown model_type {model_type!r}{where}; supported: {', '.join(FAMILIES)}")
+    return FAMILIES[model_type]
+
+
 ROPE_TYPES = ("default", "linear", "llama3")
 
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    model_type: str = "llama"  # one of SUPPORTED_MODEL_TYPES
+    model_type: str = "llama"  # a key of FAMILIES
     vocab_size: int = 512  # V
     hidden_size: int = 128  # E
     intermediate_size: int = 384  # F (SwiGLU width)
@@ -49,10 +78,7 @@ class DecoderConfig:
     remat: Literal["none", "full", "dots"] = "none"  # activation checkpointing per layer
 
     def __post_init__(self):
-        if self.model_type not in SUPPORTED_MODEL_TYPES:
-            raise WeightError(
-                f"unknown model_type {self.model_type!r}; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
-            )
+        family(self.model_type)
         if self.rope_type not in ROPE_TYPES:
             raise WeightError(f"unsupported rope_type {self.rope_type!r}; supported: {', '.join(ROPE_TYPES)}")
         if self.num_heads % self.num_kv_heads:
@@ -72,10 +98,7 @@ class DecoderConfig:
         """Read a transformers config.json dict (4.x top-level rope_theta/rope_scaling or 5.x
         rope_parameters). `policy` sets dtype / remat."""
         model_type = hf.get("model_type")
-        if model_type not in SUPPORTED_MODEL_TYPES:
-            raise WeightError(
-                f"unknown model_type {model_type!r} in config.json; supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
-            )
+        fam = family(model_type, " in config.json")
 
         def need(key: str) -> Any:
             if hf.get(key) is None:
@@ -87,7 +110,7 @@ class DecoderConfig:
         if hf.get("mlp_bias"):
             raise WeightError("config.json: mlp_bias=true is not supported")
         hidden, heads = int(need("hidden_size")), int(need("num_attention_heads"))
-        rope = _read_rope(hf, model_type)
+        rope = _read_rope(hf, fam)
         eos = hf.get("eos_token_id")
         eos = () if eos is None else tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
         return cls(
@@ -102,8 +125,8 @@ class DecoderConfig:
             rms_norm_eps=float(need("rms_norm_eps")),
             max_position_embeddings=int(hf.get("max_position_embeddings") or 2048),
             tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-            qkv_bias=model_type == "qwen2" or bool(hf.get("attention_bias", False)),
-            qk_norm=model_type == "qwen3",
+            qkv_bias=fam.qkv_bias or bool(hf.get("attention_bias", False)),
+            qk_norm=fam.qk_norm,
             bos_token_id=hf.get("bos_token_id"),
             eos_token_id=eos,
             pad_token_id=hf.get("pad_token_id"),
@@ -114,7 +137,7 @@ class DecoderConfig:
     def to_hf_dict(self) -> dict[str, Any]:
         """config.json in the transformers 4.x form (top-level rope_theta + rope_scaling), which
         both transformers 4.x and 5.x read."""
-        arch = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+        fam = FAMILIES[self.model_type]
         scaling = None
         if self.rope_type == "linear":
             scaling = {"rope_type": "linear", "factor": self.rope_factor}
@@ -128,7 +151,7 @@ class DecoderConfig:
             }
         eos = None if not self.eos_token_id else self.eos_token_id[0] if len(self.eos_token_id) == 1 else list(self.eos_token_id)
         out = {
-            "architectures": [arch[self.model_type]],
+            "architectures": [fam.architecture],
             "model_type": self.model_type,
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
@@ -148,16 +171,13 @@ class DecoderConfig:
             "pad_token_id": self.pad_token_id,
             "torch_dtype": "float32",
         }
-        if self.model_type == "llama":
-            out.update(attention_bias=self.qkv_bias, mlp_bias=False)
-        elif self.model_type == "qwen3":
-            out.update(attention_bias=False)
-        if self.model_type in ("qwen2", "qwen3"):
-            out.update(use_sliding_window=False, sliding_window=None)
+        if fam.attention_bias_key:
+            out["attention_bias"] = self.qkv_bias
+        out.update(fam.hf_extra)
         return out
 
 
-def _read_rope(hf: Mapping[str, Any], model_type: str) -> dict[str, Any]:
+def _read_rope(hf: Mapping[str, Any], fam: Family) -> dict[str, Any]:
     """RoPE fields from either config form: 4.x (rope_theta, rope_scaling) or 5.x (rope_parameters)."""
     params = hf.get("rope_parameters")
     if params is not None:
@@ -167,7 +187,7 @@ def _read_rope(hf: Mapping[str, Any], model_type: str) -> dict[str, Any]:
         theta = hf.get("rope_theta")
         scaling = hf.get("rope_scaling") or {}
     if theta is None:
-        theta = 10000.0 if model_type == "llama" else None
+        theta = fam.default_rope_theta
     if theta is None:
         raise WeightError("config.json is missing required key 'rope_theta'")
     rope_type = scaling.get("rope_type", scaling.get("type", "default"))

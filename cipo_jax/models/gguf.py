@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from cipo_jax.data.gguf_tokenizer import load_gguf_tokenizer
-from cipo_jax.models.config import DecoderConfig, WeightError
+from cipo_jax.models.config import FAMILIES, DecoderConfig, WeightError, family
 from cipo_jax.models.decoder import Decoder
 from cipo_jax.models.weights import model_from_hf_tensors
 
@@ -81,8 +81,7 @@ def _field(reader, key: str) -> Any:
 def gguf_config(reader, path: Path, **policy: Any) -> DecoderConfig:
     """DecoderConfig from GGUF metadata ({arch}.block_count, ...)."""
     arch = _field(reader, "general.architecture")
-    if arch not in ("llama", "qwen2", "qwen3"):
-        raise WeightError(f"{path}: unknown general.architecture {arch!r}; supported: llama, qwen2, qwen3")
+    fam = family(arch, f" (general.architecture of {path})")
 
     def need(key: str) -> Any:
         value = _field(reader, f"{arch}.{key}")
@@ -115,8 +114,8 @@ def gguf_config(reader, path: Path, **policy: Any) -> DecoderConfig:
         rope_factor=float(_field(reader, f"{arch}.rope.scaling.factor") or 1.0),
         max_position_embeddings=int(_field(reader, f"{arch}.context_length") or 2048),
         tie_embeddings="output.weight" not in names,
-        qkv_bias=arch == "qwen2",
-        qk_norm=arch == "qwen3",
+        qkv_bias=fam.qkv_bias,
+        qk_norm=fam.qk_norm,
         bos_token_id=_field(reader, "tokenizer.ggml.bos_token_id"),
         eos_token_id=() if eos is None else (int(eos),),
         pad_token_id=_field(reader, "tokenizer.ggml.padding_token_id"),
@@ -132,11 +131,12 @@ def load_gguf(path, *, dtype: str = "float32") -> Decoder:
     path = Path(path)
     reader = _reader(path)
     config = gguf_config(reader, path, dtype=dtype)
+    permuted = FAMILIES[config.model_type].gguf_permuted_qk
     tensors = {}
     for t in reader.tensors:
         w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
         name = _hf_name(t.name)
-        if config.model_type == "llama" and name.endswith(("q_proj.weight", "k_proj.weight")):
+        if permuted and name.endswith(("q_proj.weight", "k_proj.weight")):
             heads = config.num_heads if name.endswith("q_proj.weight") else config.num_kv_heads
             w = unpermute_rope_rows(w, heads)
         tensors[name] = w
