@@ -6,8 +6,10 @@
     humaneval          HumanEval, 164 problems (verifier "code")
     champ              CHAMP, 270 competition-math problems (verifier "math")
     arith[:options]    the built-in arithmetic generator, e.g. "arith:digits=3,cot=1"
+    codegen[:options]  generated code tasks with hidden tests: "codegen:kind=fn" (HumanEval form)
+                       or "codegen:kind=io" (stdin/stdout)
 
-Generators (gym, arith) make `size` tasks (default 1000) for (seed, split). Fixed sets (jsonl,
+Generators (gym, arith, codegen) make `size` tasks (default 1000) for (seed, split). Fixed sets (jsonl,
 humaneval, champ) have one set of tasks and ignore split; with `size` they return a subset
 chosen by seed. tfds reads the named split, subset the same way.
 """
@@ -18,7 +20,8 @@ import random
 
 from cipo_jax.data.tasks import Task
 
-KNOWN_SPECS = ("jsonl:<path>", "tfds:<data_dir>", "gym:<name>", "humaneval", "champ", "arith[:options]")
+KNOWN_SPECS = ("jsonl:<path>", "tfds:<data_dir>", "gym:<name>", "humaneval", "champ", "arith[:options]",
+               "codegen[:kind=fn|io]")
 DEFAULT_GENERATED = 1000
 
 
@@ -30,6 +33,10 @@ def load_tasks(spec: str, *, size: int | None = None, seed: int = 0, split: str 
         from cipo_jax.data.arith import arith_tasks, parse_arith_spec
 
         return arith_tasks(parse_arith_spec(arg), size or DEFAULT_GENERATED, seed, split)
+    if kind == "codegen":
+        from cipo_jax.data.codegen import codegen_tasks, parse_codegen_spec
+
+        return codegen_tasks(parse_codegen_spec(arg), size or DEFAULT_GENERATED, seed, split)
     if kind == "gym":
         from cipo_jax.data.gym import gym_tasks
 

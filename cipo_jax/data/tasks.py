@@ -4,7 +4,7 @@ Every loader returns `Task`s; the sampler sees only `prompt`/`messages`, the ver
 `verifier`, `reference` and `meta`. `to_dict`/`task_from_dict` are the JSONL and tfds schema:
 
     {"id": str, "prompt": str | "messages": [{"role", "content"}, ...],
-     "answer" | "tests": str, "verifier": "math" | "code" | "gym" | "exact",
+     "answer" | "tests": str, "verifier": "math" | "code" | "code_io" | "gym" | "exact",
      "meta": {...}, "response": str | null}
 
 `answer` and `tests` are two spellings of `reference` (tests for code tasks); exactly one of
@@ -75,7 +75,7 @@ def to_dict(task: Task) -> dict[str, Any]:
         out["messages"] = [dict(m) for m in task.messages]
     else:
         out["prompt"] = task.prompt
-    out["tests" if task.verifier == "code" else "answer"] = task.reference
+    out["tests" if task.verifier in ("code", "code_io") else "answer"] = task.reference
     out.update(verifier=task.verifier, meta=task.meta, response=task.response)
     return out
 

@@ -7,6 +7,7 @@ which add the per-item deadline and crash isolation. A kind is called like its c
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
@@ -103,10 +104,34 @@ def _code(response: str, reference: str, meta: dict | None) -> Verdict:
     return Verdict(float(result.passed), status, result.detail)
 
 
+def _code_io_limit_s(meta: dict | None) -> float:
+    """Each case has its own limit; meta["num_cases"] (set by the task) bounds the item's total."""
+    return _code_limit_s(meta) * int((meta or {}).get("num_cases", 1))
+
+
+def _code_io(response: str, reference: str, meta: dict | None) -> Verdict:
+    """`response` is a stdin/stdout program, `reference` a JSON list of [stdin, expected stdout]
+    cases. A failed verdict's detail quotes the first failing case (the execution feedback a
+    correction turn may show)."""
+    meta = meta or {}
+    cases = [tuple(c) for c in json.loads(reference)]
+    result = code.run_io(response, cases, timeout_s=_code_limit_s(meta), memory_mb=int(meta.get("memory_mb", 1024)))
+    if result.passed:
+        return Verdict(1.0, "ok")
+    bad = next((i for i, s in enumerate(result.cases) if s != "pass"), None)
+    if bad is None:  # bad input: no case ran
+        return Verdict(0.0, result.status, result.detail)
+    stdin, expected = cases[bad]
+    got = result.stdout if result.cases[bad] == "wrong_answer" else result.stderr.strip()[-200:]
+    return Verdict(0.0, result.status, f"{result.detail}; input {stdin[:200]!r}, expected "
+                                       f"{expected[:200]!r}, got {got[:200]!r}")
+
+
 VERIFIERS: dict[str, VerifierKind] = {
     "math": VerifierKind(_math, warm_up=_math_warm_up),
     # The sandbox enforces the program's own limit; 3 s covers its start-up and clean-up.
     "code": VerifierKind(_code, own_limit_s=_code_limit_s, slack_s=3.0),
+    "code_io": VerifierKind(_code_io, own_limit_s=_code_io_limit_s, slack_s=3.0),
     "gym": VerifierKind(_gym),
     "exact": VerifierKind(_exact),
 }
