@@ -43,7 +43,7 @@ def test_cached_decode_with_left_padding_equals_plain_forward(model):
     kv_mask = np.zeros((b, slots + 3), bool)
     kv_mask[:, :width] = real[:, :width]
     logits, cache = step(model, tokens[:, :width], positions[:, :width], cache, 0, kv_mask)
-    assert isinstance(cache, KVCache) and [k.shape for k in cache.k] == [(b, slots + 3, 2, 32)] * 3
+    assert isinstance(cache, KVCache) and [k.shape for k in cache.k] == [(b, 2, slots + 3, 32)] * 3
     outputs = [np.asarray(logits)]
     for t in range(width, slots):
         kv_mask[:, t] = True

@@ -33,12 +33,13 @@ _REMAT_POLICY = {
 
 @flax.struct.dataclass
 class KVCache:
-    """Keys and values, one [B, S, K, D] buffer per layer in the compute dtype. Separate buffers
+    """Keys and values, one [B, K, S, D] buffer per layer in the compute dtype. Separate buffers
     (not one [L, ...] array carried through a scan) let a decode step write one slot of each in
-    place instead of copying the whole cache every layer."""
+    place instead of copying the whole cache every layer; with (B, K) leading, the attention
+    matmuls read the cache as it lies (a [B, S, K, D] cache is transposed every step)."""
 
-    k: tuple[Float[Array, "B S K D"], ...]
-    v: tuple[Float[Array, "B S K D"], ...]
+    k: tuple[Float[Array, "B K S D"], ...]
+    v: tuple[Float[Array, "B K S D"], ...]
 
 
 def _param(value: jax.Array, *axes: Optional[str]) -> nnx.Param:
@@ -93,32 +94,36 @@ def _layer(
     kv: Optional[tuple[jax.Array, jax.Array]],
     cache_index: Int[Array, ""],
 ):
-    """One pre-norm layer. With `kv` (this layer's cache [B, S, K, D] pair) the new keys and
+    """One pre-norm layer. With `kv` (this layer's cache [B, K, S, D] pair) the new keys and
     values are written at `cache_index` and attention reads the whole cache."""
     dtype = jnp.dtype(c.dtype)
+    b, t, e = x.shape
 
     def w(name):
         return p[name].astype(dtype)
 
+    def project(h, name):  # [B, T, E] @ [E, N, D] as one plain matmul (a reshape, no transpose)
+        weight = w(name)
+        return (h @ weight.reshape(e, -1)).reshape(b, t, *weight.shape[1:])
+
     h = rms_norm(x, p["attn_norm"], c.rms_norm_eps)
-    q = jnp.einsum("bte,ehd->bthd", h, w("q"))
-    k = jnp.einsum("bte,ekd->btkd", h, w("k"))
-    v = jnp.einsum("bte,ekd->btkd", h, w("v"))
+    q, k, v = project(h, "q"), project(h, "k"), project(h, "v")
     if c.qkv_bias:
         q, k, v = q + w("q_bias"), k + w("k_bias"), v + w("v_bias")
     if c.qk_norm:
         q, k = rms_norm(q, p["q_norm"], c.rms_norm_eps), rms_norm(k, p["k_norm"], c.rms_norm_eps)
     q = constrain(apply_rope(q, positions, inv_freq), ("act_batch", "act_len", "act_heads", None))
     k = constrain(apply_rope(k, positions, inv_freq), ("act_batch", "act_len", "act_kv_heads", None))
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, T, D], the cache layout
     if kv is None:
         keys, values, new_kv = k, v, None
     else:
-        start = (0, cache_index, 0, 0)
+        start = (0, 0, cache_index, 0)
         keys = jax.lax.dynamic_update_slice(kv[0], k.astype(kv[0].dtype), start)
         values = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), start)
         new_kv = (keys, values)
     out = attention(q, keys.astype(dtype), values.astype(dtype), mask)
-    x = x + jnp.einsum("bthd,hde->bte", out, w("o"))
+    x = x + out.reshape(b, t, -1) @ w("o").reshape(-1, e)
     h = rms_norm(x, p["mlp_norm"], c.rms_norm_eps)
     x = x + swiglu(h, w("gate"), w("up"), w("down"))
     return constrain(x, ("act_batch", "act_len", "act_embed")), new_kv
@@ -171,7 +176,7 @@ class Decoder(nnx.Module):
             mask = jnp.broadcast_to(offsets[None, :, None] >= offsets[None, None, :], (b, t, t))
             slots = None
         else:
-            s = cache.k[0].shape[1]
+            s = cache.k[0].shape[2]
             mask = jnp.broadcast_to(jnp.arange(s)[None, None, :] <= cache_index + offsets[None, :, None], (b, t, s))
         if kv_mask is not None:
             mask = mask & kv_mask[:, None, :]
@@ -213,7 +218,7 @@ class Decoder(nnx.Module):
 
     def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> KVCache:
         c = self.config
-        shape = (batch, max_len, c.num_kv_heads, c.head_dim)
+        shape = (batch, c.num_kv_heads, max_len, c.head_dim)
         zeros = [jnp.zeros(shape, jnp.dtype(dtype or c.dtype)) for _ in range(c.num_layers)]
         return KVCache(k=tuple(zeros), v=tuple(zeros))
 

@@ -57,18 +57,20 @@ def apply_rope(
 
 def attention(
     q: Float[Array, "B T H D"],
-    k: Float[Array, "B S K D"],
-    v: Float[Array, "B S K D"],
+    k: Float[Array, "B K S D"],
+    v: Float[Array, "B K S D"],
     mask: Bool[Array, "B T S"],
 ) -> Float[Array, "B T H D"]:
-    """Grouped-query softmax attention: query head h reads kv head h // G."""
+    """Grouped-query softmax attention: query head h reads kv head h // G. Keys and values are
+    [B, K, S, D] (the cache layout), so both matmuls take them without a transpose."""
     b, t, h, d = q.shape
-    kv_heads = k.shape[2]
-    q = q.reshape(b, t, kv_heads, h // kv_heads, d)  # (B, T, K, G, D)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) / math.sqrt(d)
+    kv_heads = k.shape[1]
+    q = q.reshape(b, t, kv_heads, h // kv_heads, d).transpose(0, 2, 3, 1, 4)  # (B, K, G, T, D)
+    scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32) / math.sqrt(d)
     scores = jnp.where(mask[:, None, None], scores, _MASKED)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h, d)
+    out = jnp.einsum("bkgts,bksd->bkgtd", probs, v)
+    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
 
 
 def swiglu(

@@ -69,7 +69,7 @@ class SamplingParams:
 class DecodeState:
     """Everything the decode loop carries (B = prompts x n rows, S cache slots, N output width)."""
 
-    cache: object  # KVCache, L leaves [B, S, K, D] each for keys and values
+    cache: object  # KVCache, L leaves [B, K, S, D] each for keys and values
     kv_mask: jax.Array  # bool [B, S]: slots holding real tokens
     tokens: jax.Array  # i32 [B, N]: generated tokens, 0 after a row stops
     logprobs: jax.Array  # f32 [B, N]
@@ -81,13 +81,13 @@ class DecodeState:
 
 
 def _cache_sharding(mesh: Optional[Mesh], cache) -> object:
-    """Constrain cache leaves [B, S, K, D]: batch over data x fsdp, kv heads over tensor."""
+    """Constrain cache leaves [B, K, S, D]: batch over data x fsdp, kv heads over tensor."""
     if mesh is None:
         return cache
     from cipo_jax.sharding import logical_to_mesh
 
     def one(x):
-        spec = logical_to_mesh(("act_batch", None, "act_kv_heads", None), x.shape, dict(mesh.shape))
+        spec = logical_to_mesh(("act_batch", "act_kv_heads", None, None), x.shape, dict(mesh.shape))
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
 
     return jax.tree.map(one, cache)
