@@ -1,4 +1,4 @@
-"""`python -m cipo_jax eval --checkpoint RUN_DIR --tasks SPEC [--n 8] [--size 64] ...`
+"""`python -m cipo_jax eval --checkpoint RUN_DIR --tasks SPEC [--n 8] [--size 64] [--rounds 2] ...`
 
 Loads a run's checkpoint, evaluates it on held-out tasks (split "test"), prints a table and
 writes the results as JSON.
@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature for pass@k")
     parser.add_argument("--first-attempt", choices=("greedy", "sampled"), default="greedy",
                         help="t1 of self-correction: greedy, or sampled at --temperature")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="self-correction attempts: t1 and rounds - 1 corrections, each of the previous attempt")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (task selection uses the run's tasks.seed)")
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's sampling.max_new_tokens")
@@ -50,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
         with VerifierPool(workers=2) as pool:
             result = evaluate_run(args.checkpoint, step=args.step, tasks_spec=args.tasks, size=args.size, pool=pool,
                                   n=args.n, temperature=args.temperature, first_attempt=args.first_attempt,
-                                  seed=args.seed, max_new_tokens=args.max_new_tokens)
+                                  seed=args.seed, max_new_tokens=args.max_new_tokens, rounds=args.rounds)
     except (FileNotFoundError, ValueError) as e:
         print(f"eval: {e}", file=sys.stderr)
         return 2
@@ -58,7 +60,7 @@ def main(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"{result['tasks']} (test split), {result['num_problems']} problems, n={args.n}, "
-          f"T={args.temperature}, t1 {args.first_attempt}")
+          f"T={args.temperature}, t1 {args.first_attempt}, {args.rounds} rounds")
     print(format_table({f"step {result['step']}": result}))
     print(f"wrote {out}")
     return 0

@@ -1,5 +1,6 @@
-"""Evaluate a policy on held-out tasks: n samples per problem for pass@k, and two attempts for
-self-correction (t1 = a first attempt, t2 = its correction through the training template).
+"""Evaluate a policy on held-out tasks: n samples per problem for pass@k, and R attempts for
+self-correction (t1 = a first attempt, t{r+1} = the correction of t{r} through the training
+template; R = 2 by default).
 
 Sampling and verifying go through the trainer's own helpers (`train.rollout.sample` / `score`,
 which render with `cipo.template`), so evaluation sees exactly what training saw.
@@ -17,7 +18,7 @@ from cipo_jax.cipo.template import Request
 from cipo_jax.data.tasks import Task
 from cipo_jax.data.tokenizer import Tokenizer
 from cipo_jax.evaluation.passk import pass_at_k, pass_at_k_curve
-from cipo_jax.evaluation.selfcorrect import self_correction_metrics
+from cipo_jax.evaluation.selfcorrect import round_values, self_correction_metrics
 from cipo_jax.stats import mean_se, paired_bootstrap
 from cipo_jax.train import rollout
 
@@ -32,12 +33,15 @@ class EvalSettings:
     chat: bool = False
     seed: int = 0
     rows_per_call: int = 512  # bounds sampler memory; prompts are split into calls of at most this many rows
+    rounds: int = 2  # self-correction attempts: t1, then rounds - 1 corrections, each of the previous one
 
     def __post_init__(self):
         if self.n < 1:
             raise ValueError(f"n (samples per problem) must be >= 1, got {self.n}")
         if self.first_attempt not in ("greedy", "sampled"):
             raise ValueError(f"first_attempt must be greedy or sampled, got {self.first_attempt!r}")
+        if self.rounds < 2:
+            raise ValueError(f"rounds (self-correction attempts) must be >= 2, got {self.rounds}")
         if not self.template:
             raise ValueError("the correction template is empty; pass the run's cipo.template")
 
@@ -75,10 +79,13 @@ def evaluate_policy(model, tokenizer: Tokenizer, tasks: list[Task], settings: Ev
     correct_pn = _verify(pool, [t for t in tasks for _ in range(s.n)], samples).reshape(len(tasks), s.n)
 
     t1_temperature = 0.0 if s.first_attempt == "greedy" else s.temperature
-    first = _sample_texts(model, tokenizer, prompts, 1, t1_temperature, s, seed=s.seed + 1)
-    corr_prompts = [Request(t, attempt=x) for t, x in zip(tasks, first)]
-    second = _sample_texts(model, tokenizer, corr_prompts, 1, t1_temperature, s, seed=s.seed + 2)
-    t1, t2 = _verify(pool, tasks, first), _verify(pool, tasks, second)
+    texts = _sample_texts(model, tokenizer, prompts, 1, t1_temperature, s, seed=s.seed + 1)
+    attempts = [_verify(pool, tasks, texts)]
+    for r in range(1, s.rounds):  # attempt r + 1 corrects attempt r, with the training template
+        corr_prompts = [Request(t, attempt=x) for t, x in zip(tasks, texts)]
+        texts = _sample_texts(model, tokenizer, corr_prompts, 1, t1_temperature, s, seed=s.seed + 1 + r)
+        attempts.append(_verify(pool, tasks, texts))
+    t1, t2 = attempts[0], attempts[1]
 
     result = {"pass_at_k": {str(k): v for k, v in pass_at_k_curve(correct_pn).items()},
               "self_correction": self_correction_metrics(t1, t2),
@@ -86,10 +93,13 @@ def evaluate_policy(model, tokenizer: Tokenizer, tasks: list[Task], settings: Ev
               "settings": asdict(s),
               # per-problem raw outcomes: every metric above, its SE and paired CIs derive from them
               "per_problem": {"correct": correct_pn.sum(axis=1).tolist(), "n": s.n,
-                              "t1": t1.astype(int).tolist(), "t2": t2.astype(int).tolist()}}
+                              **{f"t{r + 1}": a.astype(int).tolist() for r, a in enumerate(attempts)}}}
     per = per_problem_metrics(result)
     result["pass_at_k_se"] = {k: mean_se(per[f"pass@{k}"])[1] for k in result["pass_at_k"]}
     result["self_correction_se"] = {key: mean_se(per[key])[1] for key in result["self_correction"]}
+    rounds = round_values(np.stack(attempts))
+    result["self_correction_rounds"] = {key: float(v.mean()) for key, v in rounds.items()}
+    result["self_correction_rounds_se"] = {key: mean_se(v)[1] for key, v in rounds.items()}
     return result
 
 
@@ -106,6 +116,10 @@ def per_problem_metrics(result: dict[str, Any]) -> dict[str, np.ndarray]:
     out = {f"pass@{k}": np.array([pass_at_k(n, int(c), int(k)) for c in correct]) for k in result["pass_at_k"]}
     out.update({"acc_t1": t1.astype(float), "acc_t2": t2.astype(float), "delta": t2.astype(float) - t1,
                 "delta_i2c": (~t1 & t2).astype(float), "delta_c2i": (t1 & ~t2).astype(float)})
+    rounds = sum(1 for key in pp if key[0] == "t" and key[1:].isdigit())  # t1, t2, ... tR
+    if rounds > 2:  # every per-round metric too
+        attempts = np.stack([np.asarray(pp[f"t{r}"], bool) for r in range(1, rounds + 1)])
+        out.update({k: v for k, v in round_values(attempts).items() if k not in out})
     return out
 
 
@@ -130,6 +144,13 @@ def format_table(columns: dict[str, dict[str, Any]], paired: dict[str, dict] | N
                                        for c in columns.values()]) for k in ks]
     rows += [(label, key, [(c["self_correction"][key], c.get("self_correction_se", {}).get(key))
                            for c in columns.values()]) for key, label in labels.items()]
+    # rounds 3..R of multi-round self-correction (rounds 1-2 are the rows above)
+    later = dict.fromkeys(k for c in columns.values() for k in c.get("self_correction_rounds", {})
+                          if int(k.rsplit("_t", 1)[1]) > 2)
+    short = {"acc": "acc@", "delta": "delta@", "delta_i2c": "i->c@", "delta_c2i": "c->i@"}
+    rows += [(short[key.rsplit("_t", 1)[0]] + "t" + key.rsplit("_t", 1)[1], key,
+              [(c.get("self_correction_rounds", {}).get(key), c.get("self_correction_rounds_se", {}).get(key))
+               for c in columns.values()]) for key in later]
     width = max(16, *(len(n) for n in names))
     header = "metric".ljust(12) + "".join(n.rjust(width + 2) for n in names)
     lines = [header + ("paired diff [95% CI]".rjust(30) if paired else "")]

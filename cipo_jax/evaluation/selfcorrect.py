@@ -24,3 +24,19 @@ def self_correction_metrics(t1: Bool[np.ndarray, "problems"], t2: Bool[np.ndarra
     acc_t1, acc_t2 = float(t1.mean()), float(t2.mean())
     return {"acc_t1": acc_t1, "acc_t2": acc_t2, "delta": acc_t2 - acc_t1,
             "delta_i2c": float((~t1 & t2).mean()), "delta_c2i": float((t1 & ~t2).mean())}
+
+
+def round_values(attempts: Bool[np.ndarray, "rounds problems"]) -> dict[str, np.ndarray]:
+    """Per-problem values of R-round self-correction (attempt r+1 corrects attempt r); each metric
+    is the mean of its values: acc_t{r}, and for r >= 2 delta_t{r} = acc_t{r} - acc_t{r-1},
+    delta_i2c_t{r} = P(t{r-1} wrong, t{r} right), delta_c2i_t{r} = P(t{r-1} right, t{r} wrong)."""
+    a = np.asarray(attempts)
+    if a.dtype != np.bool_ or a.ndim != 2 or a.shape[0] < 2 or a.shape[1] == 0:
+        raise ValueError(f"round_values: need a boolean (rounds >= 2, problems >= 1) array, got {a.dtype} {a.shape}")
+    out = {f"acc_t{r + 1}": a[r].astype(float) for r in range(a.shape[0])}
+    for r in range(1, a.shape[0]):
+        prev, cur = a[r - 1], a[r]
+        out[f"delta_t{r + 1}"] = cur.astype(float) - prev
+        out[f"delta_i2c_t{r + 1}"] = (~prev & cur).astype(float)
+        out[f"delta_c2i_t{r + 1}"] = (prev & ~cur).astype(float)
+    return out
