@@ -39,17 +39,17 @@ def easy_tasks(path: Path) -> Path:
 
 
 def overrides(run_dir: Path, tasks: Path) -> list[str]:
-    return [f"run.run_dir={run_dir}", f"run.steps={STEPS}", "run.ckpt_every=1", "run.keep_checkpoints=2",
-            "run.log_tensorboard=false", "sft.steps=10", f"tasks.spec=jsonl:{tasks}", "tasks.size=64",
-            "grpo.num_prompts=4", "grpo.group_size=4", "cipo.C=2", "cipo.M=2", "sampling.max_new_tokens=4",
-            "model.hidden_size=64", "model.vocab_size=64"]
+    """On top of tests/small.yaml."""
+    return [f"run.run_dir={run_dir}", f"run.steps={STEPS}", "run.keep_checkpoints=2", "sft.steps=10",
+            "sft.batch_size=64", f"tasks.spec=jsonl:{tasks}", "tasks.size=64", "sampling.max_new_tokens=4",
+            "model.vocab_size=64", "model.intermediate_size=384"]
 
 
 def start(run_dir: Path, tasks: Path, *extra: str) -> subprocess.Popen:
     """`extra` overrides replace the defaults of the same keys."""
     env = dict(os.environ)
     env.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".jax_cache"))
-    cmd = [sys.executable, "-m", "cipo_jax", "train", "--config", str(ROOT / "configs/tiny.yaml"),
+    cmd = [sys.executable, "-m", "cipo_jax", "train", "--config", str(ROOT / "tests/small.yaml"),
            *merged(overrides(run_dir, tasks), extra), "--no-progress"]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

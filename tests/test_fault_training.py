@@ -52,11 +52,10 @@ def faulty_run(tmp_path_factory):
         for i in range(32):
             f.write(json.dumps({"id": f"t{i}", "prompt": f"{i} + 1 =", "answer": str(i + 1), "verifier": "exact",
                                 "meta": {"crash": str(tmp / "crash.claim"), "hang": str(tmp / "hang.claim")}}) + "\n")
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs/tiny.yaml", [
-        f"run.run_dir={tmp / 'run'}", "run.steps=6", "run.ckpt_every=1", "run.keep_checkpoints=5",
-        f"run.max_bad_steps={MAX_BAD}", "run.verify_timeout_s=3", "run.log_tensorboard=false",
-        f"tasks.spec=jsonl:{tasks}", "tasks.size=32", "sft.steps=0", "grpo.num_prompts=4", "grpo.group_size=4",
-        "cipo.C=2", "cipo.M=2", "sampling.max_new_tokens=4", "model.hidden_size=64", "model.vocab_size=64"])
+    cfg = load_config(Path(__file__).with_name("small.yaml"), [
+        f"run.run_dir={tmp / 'run'}", "run.steps=6", "run.keep_checkpoints=5", f"run.max_bad_steps={MAX_BAD}",
+        "run.verify_timeout_s=3", f"tasks.spec=jsonl:{tasks}", "tasks.size=32", "sft.steps=0",
+        "sampling.max_new_tokens=4", "model.vocab_size=64", "model.intermediate_size=384"])
 
     mp = pytest.MonkeyPatch()
     mp.setattr(verifiers, "VerifierPool", partial(verifiers.VerifierPool, table={"exact": faulty_exact}))

@@ -8,9 +8,7 @@ from cipo_jax.cli import main as cli
 from cipo_jax.train.metrics import read_metrics
 from cipo_jax.train.runs import checkpoint_steps
 
-SMALL = ["grpo.num_prompts=4", "grpo.group_size=4", "cipo.C=3", "cipo.M=2", "sampling.max_new_tokens=6",
-         "tasks.size=200", "model.hidden_size=64", "model.intermediate_size=128", "sft.steps=4",
-         "sft.batch_size=16", "run.ckpt_every=1", "model.vocab_size=128"]
+SMALL = ["--config", "tests/small.yaml", "cipo.C=3", "sft.steps=4", "run.log_tensorboard=true"]
 
 REQUIRED = ("reward_mean", "zero_var_frac", "corr_count", "corr_success", "retention", "replay_ratio", "loss_pg",
             "loss_corr", "loss_nll", "kl", "entropy", "clip_frac", "tokens", "step_time", "rollout_tokens_per_s")
@@ -19,8 +17,7 @@ REQUIRED = ("reward_mean", "zero_var_frac", "corr_count", "corr_success", "reten
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("run")
-    assert cli(["train", "--config", "configs/tiny.yaml", f"run.run_dir={d}", "run.steps=2", "--no-progress",
-                *SMALL]) == 0
+    assert cli(["train", *SMALL, f"run.run_dir={d}", "run.steps=2", "--no-progress"]) == 0
     return d
 
 
@@ -37,8 +34,7 @@ def test_train_writes_metrics_config_and_checkpoints(run_dir):
 
 
 def test_train_again_resumes_at_the_next_step(run_dir):
-    assert cli(["train", "--config", "configs/tiny.yaml", f"run.run_dir={run_dir}", "run.steps=3",
-                "--no-progress", *SMALL]) == 0
+    assert cli(["train", *SMALL, f"run.run_dir={run_dir}", "run.steps=3", "--no-progress"]) == 0
     rows = read_metrics(run_dir)
     assert [r["step"] for r in rows] == [1, 2, 3]  # step 3 only: no SFT again, no repeated steps
 
