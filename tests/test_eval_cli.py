@@ -10,7 +10,7 @@ from cipo_jax.cli import main
 
 TINY = ["sft.steps=30", "tasks.size=256", "grpo.num_prompts=4", "grpo.group_size=2", "cipo.C=2", "cipo.M=2",
         "model.hidden_size=32", "model.intermediate_size=64", "model.num_layers=1", "run.log_tensorboard=false",
-        "tasks.spec=arith:digits=1,operands=2,ops=+"]
+        "tasks.spec=arith:digits=1,operands=3,ops=+"]  # >= 100 distinct held-out problems
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,22 @@ def test_eval_cli_bad_checkpoint_is_one_line_error(tmp_path, capsys):
 def test_eval_cli_bad_n_is_one_line_error(tiny_run, capsys):
     assert main(["eval", "--checkpoint", str(tiny_run), "--n", "0"]) == 2
     assert capsys.readouterr().err.strip() == "eval: n (samples per problem) must be >= 1, got 0"
+
+
+@pytest.mark.slow
+def test_curve_points_agree_with_eval(tiny_run, tmp_path):
+    """Every checkpoint on the same problems: step 0's change is exactly 0, and each later
+    point's paired change is its pass@1 minus step 0's (what `eval` gives at the same seed)."""
+    assert main(["curve", "--run", str(tiny_run), "--size", "8", "--train-size", "8", "--n", "2",
+                 "--png", str(tmp_path / "c.png")]) == 0
+    curve = json.loads((tiny_run / "curve.json").read_text())
+    test = curve["points"]["test"]
+    assert [p["step"] for p in test] == [0, 1] and len(curve["points"]["train"]) == 2
+    assert test[0]["pass@1_change"] == {"diff": 0.0, "ci95": [0.0, 0.0], "se": 0.0}
+    assert test[1]["pass@1_change"]["diff"] == pytest.approx(test[1]["pass@1"] - test[0]["pass@1"])
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(tiny_run), "--n", "2", "--size", "8", "--step", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert test[1]["pass@1"] == pytest.approx(result["pass_at_k"]["1"])
+    assert result["pass_at_k_se"]["1"] == pytest.approx(test[1]["pass@1_se"])
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
