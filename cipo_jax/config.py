@@ -122,6 +122,14 @@ class CIPOConfig:
     template: str = (
         "Review your previous solution. It may contain mistakes. Give a corrected solution."
     )
+    # How a correction is built (docs/cipo.md): "template" shows the attempt and the template as a
+    # second turn; "prefix" keeps the first prefix_fraction of the attempt's tokens and re-samples
+    # the continuation from x + that prefix (the loss sees the continuation tokens only).
+    construction: Literal["template", "prefix"] = "template"
+    prefix_fraction: float = 0.5
+    # Execution feedback: the correction turn also quotes why the attempt failed (the verifier's
+    # detail, e.g. the first failing test case); the same at evaluation.
+    feedback: bool = False
 
 
 @dataclass(frozen=True)
@@ -187,6 +195,8 @@ class Config:
                 raise ConfigError(f"grpo.{name} must be >= 1")
         if self.cipo.C < 0 or self.cipo.M < 1:
             raise ConfigError("cipo: need C >= 0 and M >= 1")
+        if not 0.0 <= self.cipo.prefix_fraction < 1.0:
+            raise ConfigError(f"cipo.prefix_fraction must lie in [0, 1), got {self.cipo.prefix_fraction}")
         if self.optim.grad_accum < 1 or self.optim.minibatches < 1:
             raise ConfigError("optim: grad_accum and minibatches must be >= 1")
 

@@ -4,6 +4,7 @@
     3    GRPO advantages, group-normalised per prompt                    A  (B, G)
     4    pick up to C correction sources (failures, and rho of successes)
     5    build each source's correction prompt c = T(x, y)               (cipo/template.py)
+         (cipo.construction=prefix: c = x + the first part of y's tokens, continued by the model)
     6    sample M corrections per source, verify them                    r' (S, M)
     7-8  correction advantages with the risk penalty                     A' (S, M)
     10   move the replay ratio rho toward the target retention
@@ -49,6 +50,8 @@ class Samples:
 SampleFn = Callable[[list[Request], int, int], Samples]
 # (tasks, completion texts) -> (rewards (K,), verifier statuses (K,)), item k scored against tasks[k].
 ScoreFn = Callable[[list[Task], list[str]], tuple[np.ndarray, list[str]]]
+# (tasks, completion texts) -> why each failed (the verifier's detail), for execution feedback.
+ExplainFn = Callable[[list[Task], list[str]], list[str]]
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,13 @@ def overlong_penalty(length: int, max_new: int, buffer: int) -> float:
     return -min(1.0, (length - start) / buffer)
 
 
+def prefix_cut(tokens: list[int], finish: str, fraction: float) -> list[int]:
+    """The kept start of an attempt: the first floor(fraction x length) tokens of its body (the
+    stop token never counts as part of the attempt)."""
+    body = tokens[:-1] if finish == "stop" and tokens else tokens
+    return list(body[: int(fraction * len(body))])
+
+
 def _count(statuses: dict[str, int], new: list[str]) -> None:
     for s in new:
         statuses[s] = statuses.get(s, 0) + 1
@@ -108,12 +118,16 @@ def collect(
     rng: np.random.Generator,
     *,
     refill: Callable[[], list[Task]] | None = None,
+    explain_fn: ExplainFn | None = None,
 ) -> Rollouts:
     """One rollout batch: rows for the loss, the step's diagnostics and the next replay state.
 
-    `rng` draws the correction sources; `refill` supplies more prompts for DAPO dynamic sampling.
+    `rng` draws the correction sources; `refill` supplies more prompts for DAPO dynamic sampling;
+    `explain_fn` gives the failed sources' execution feedback when cfg.cipo.feedback is on.
     """
     G, M = cfg.grpo.group_size, cfg.cipo.M
+    if cfg.cipo.feedback and cfg.cipo.C > 0 and explain_fn is None:
+        raise ValueError("cipo.feedback needs an explain_fn (the verifier's reason for each failed source)")
     statuses: dict[str, int] = {}
 
     def attempts(batch: list[Task], seed_offset: int) -> tuple[Samples, np.ndarray]:
@@ -173,7 +187,8 @@ def collect(
     new_replay = replay
     if sources:
         S = len(sources)
-        c = sample_fn([Request(tasks[b], attempt=texts[b * G + i]) for b, i in sources], M, CORRECTION_SEED)
+        c = sample_fn(_correction_requests(sources, tasks, tokens, finish, texts, rewards, cfg, explain_fn),
+                      M, CORRECTION_SEED)
         c_rewards, st = score_fn([tasks[b] for b, _ in sources for _ in range(M)], c.texts)
         _count(statuses, st)
         r_corr = np.asarray(c_rewards, np.float64).reshape(S, M)
@@ -195,3 +210,21 @@ def collect(
                         "retention_ema": float("nan") if replay.kappa_ema is None else replay.kappa_ema})
     metrics["tokens"] = float(gen_tokens)
     return Rollouts(rows=rows, metrics=metrics, replay=new_replay, statuses=statuses, num_prompts=B)
+
+
+def _correction_requests(sources, tasks, tokens, finish, texts, rewards, cfg: Config,
+                         explain_fn: ExplainFn | None) -> list[Request]:
+    """Step 5: one request per source (b, i), by the configured construction."""
+    G = cfg.grpo.group_size
+    if cfg.cipo.construction == "prefix":
+        return [Request(tasks[b], prefix=tuple(prefix_cut(tokens[b * G + i], finish[b * G + i], cfg.cipo.prefix_fraction)))
+                for b, i in sources]
+    feedback = [""] * len(sources)
+    if cfg.cipo.feedback:
+        failed = [k for k, (b, i) in enumerate(sources) if not corr.is_success(rewards[b, i])]
+        if failed:
+            why = explain_fn([tasks[sources[k][0]] for k in failed],
+                             [texts[sources[k][0] * G + sources[k][1]] for k in failed])
+            for k, reason in zip(failed, why):
+                feedback[k] = reason
+    return [Request(tasks[b], attempt=texts[b * G + i], feedback=f) for (b, i), f in zip(sources, feedback)]

@@ -10,9 +10,15 @@ original prompt again as the cue, so the corrected answer has the same form as a
 
     "Q: 7+32 = 38\\nReview your previous solution. ...\\nQ: 7+32 ="
 
+With execution feedback (cipo.feedback), the template is followed by the verifier's reason on a
+new line ("Feedback: case 0: wrong_answer; input '3\\n', expected '10\\n', got '9\\n'").
+
+The prefix construction (cipo.construction=prefix) has no template: its prompt is x followed by
+the kept prefix of the attempt's own tokens, and the model continues from there.
+
 `render_prompt` / `render_correction` return token ids ready for the sampler (generation prompt
 included). The attempt is the decoded completion without its EOS token. A `Request` names one
-of the two (the algorithm in `cipo/step.py` asks for requests; the sampler glue renders them).
+of the three (the algorithm in `cipo/step.py` asks for requests; the sampler glue renders them).
 """
 
 from __future__ import annotations
@@ -25,10 +31,23 @@ from cipo_jax.data.tokenizer import Tokenizer
 
 @dataclass(frozen=True)
 class Request:
-    """What to sample from: a first attempt at `task` (attempt None), or a correction of `attempt`."""
+    """What to sample from: a first attempt at `task` (attempt and prefix None), a correction of
+    `attempt` (with the verifier's `feedback` when given), or a continuation of `prefix` (token ids
+    of the start of an attempt, appended to the task's prompt)."""
 
     task: Task
     attempt: str | None = None
+    feedback: str = ""
+    prefix: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        if self.attempt is not None and self.prefix is not None:
+            raise ValueError(f"task {self.task.id!r}: a request continues a prefix or corrects an attempt, not both")
+
+
+def correction_turn(template: str, feedback: str = "") -> str:
+    """The correction instruction, with the verifier's feedback when there is any."""
+    return f"{template}\nFeedback: {feedback}" if feedback else template
 
 
 def task_messages(task: Task) -> list[dict[str, str]]:
@@ -66,7 +85,11 @@ def render_correction(task: Task, attempt_text: str, tokenizer: Tokenizer, *, ch
 
 
 def render(request: Request, tokenizer: Tokenizer, *, chat: bool, template: str) -> list[int]:
-    """Token ids of a request's prompt: x for a first attempt, T(x, y) for a correction."""
+    """Token ids of a request's prompt: x for a first attempt, T(x, y) for a correction, x + the
+    prefix for a continuation."""
+    if request.prefix is not None:
+        return render_prompt(request.task, tokenizer, chat=chat) + list(request.prefix)
     if request.attempt is None:
         return render_prompt(request.task, tokenizer, chat=chat)
-    return render_correction(request.task, request.attempt, tokenizer, chat=chat, template=template)
+    return render_correction(request.task, request.attempt, tokenizer, chat=chat,
+                             template=correction_turn(template, request.feedback))
