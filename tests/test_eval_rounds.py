@@ -55,3 +55,16 @@ def test_eval_rounds_3_writes_consistent_per_round_metrics(tmp_path, capsys):
     sc = result["self_correction"]
     assert (sc["acc_t2"], sc["delta"]) == pytest.approx((rounds["acc_t2"], rounds["delta_t2"]))
     assert result["settings"]["rounds"] == 3
+
+
+def test_eval_feedback_quotes_the_verifier_for_failed_attempts_only():
+    from cipo_jax.data.load import load_tasks
+    from cipo_jax.evaluation.evaluate import _feedback
+    from cipo_jax.verifiers import VerifierPool
+
+    tasks = load_tasks("codegen:kind=io", size=2, seed=0, split="test")
+    texts = [tasks[0].response, "print('nope')\n"]
+    with VerifierPool(workers=1) as pool:
+        reasons = _feedback(pool, tasks, texts, np.array([True, False]))
+    assert reasons[0] == "" and reasons[1].startswith("case 0: wrong_answer; input ")
+    assert "got 'nope\\n'" in reasons[1]

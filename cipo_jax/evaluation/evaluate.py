@@ -34,6 +34,7 @@ class EvalSettings:
     seed: int = 0
     rows_per_call: int = 512  # bounds sampler memory; prompts are split into calls of at most this many rows
     rounds: int = 2  # self-correction attempts: t1, then rounds - 1 corrections, each of the previous one
+    feedback: bool = False  # quote the verifier's reason for a failed attempt in its correction turn
 
     def __post_init__(self):
         if self.n < 1:
@@ -48,7 +49,8 @@ class EvalSettings:
 
 def settings_from_config(cfg, **overrides) -> EvalSettings:
     """Settings that match a run's config (template, chat, response length), with overrides."""
-    base = dict(max_new_tokens=cfg.sampling.max_new_tokens, template=cfg.cipo.template, chat=cfg.tasks.chat)
+    base = dict(max_new_tokens=cfg.sampling.max_new_tokens, template=cfg.cipo.template, chat=cfg.tasks.chat,
+                feedback=cfg.cipo.feedback)
     return EvalSettings(**{**base, **overrides})
 
 
@@ -68,6 +70,16 @@ def _verify(pool, tasks: list[Task], texts: list[str]) -> np.ndarray:
     return is_success(rollout.score(pool, tasks, texts)[0])  # the trainer's pass rule
 
 
+def _feedback(pool, tasks: list[Task], texts: list[str], passed: np.ndarray) -> list[str]:
+    """The verifier's reason for each failed attempt ("" for a passed one), as in training."""
+    failed = np.flatnonzero(~passed)
+    why = rollout.explain(pool, [tasks[i] for i in failed], [texts[i] for i in failed]) if failed.size else []
+    out = [""] * len(tasks)
+    for i, reason in zip(failed, why):
+        out[i] = reason
+    return out
+
+
 def evaluate_policy(model, tokenizer: Tokenizer, tasks: list[Task], settings: EvalSettings, pool) -> dict[str, Any]:
     """{"pass_at_k": {k: value}, "self_correction": {...}, "num_problems", "settings"}."""
     if not tasks:
@@ -82,7 +94,8 @@ def evaluate_policy(model, tokenizer: Tokenizer, tasks: list[Task], settings: Ev
     texts = _sample_texts(model, tokenizer, prompts, 1, t1_temperature, s, seed=s.seed + 1)
     attempts = [_verify(pool, tasks, texts)]
     for r in range(1, s.rounds):  # attempt r + 1 corrects attempt r, with the training template
-        corr_prompts = [Request(t, attempt=x) for t, x in zip(tasks, texts)]
+        feedback = _feedback(pool, tasks, texts, attempts[-1]) if s.feedback else [""] * len(tasks)
+        corr_prompts = [Request(t, attempt=x, feedback=f) for t, x, f in zip(tasks, texts, feedback)]
         texts = _sample_texts(model, tokenizer, corr_prompts, 1, t1_temperature, s, seed=s.seed + 1 + r)
         attempts.append(_verify(pool, tasks, texts))
     t1, t2 = attempts[0], attempts[1]
