@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from cipo_jax.cipo.loss import LossBatch, LossConfig, loss_normalisers
@@ -32,18 +33,20 @@ def _batch(rows=N, seed=0, with_corrections=True) -> LossBatch:
     return LossBatch.create(tokens, mask, old, rng.normal(size=rows), stream, nll)
 
 
-def _step(batch, accum, *, loss_cfg, mesh=None):
+def _step(batch, accum, *, loss_cfg, mesh=None, completion_width=None, repeat=1, tx=None):
     model = _model()
     if mesh is not None:
         model = shard_model(model, mesh)
     graphdef, params, rest = step_lib.split_model(model)
-    tx = step_lib.make_optimizer(OptimConfig(lr=1e-2, warmup_steps=0, schedule="constant"), 10)
+    tx = tx or step_lib.make_optimizer(OptimConfig(lr=1e-2, warmup_steps=0, schedule="constant"), 10)
     start = jax.tree.map(jnp.copy, params)  # the step donates (deletes) its input state
     state = step_lib.init_state(params, tx)
-    update = step_lib.make_update(graphdef, rest, tx, loss_cfg=loss_cfg, temperature=0.7)
+    update = step_lib.make_update(graphdef, rest, tx, loss_cfg=loss_cfg, temperature=0.7,
+                                  completion_width=completion_width)
     norms = loss_normalisers(batch, loss_cfg)
-    new_state, metrics = update(state, step_lib.split_micro(batch, accum, mesh), norms)
-    return new_state, {k: float(v) for k, v in metrics.items()}, start
+    for _ in range(repeat):
+        state, metrics = update(state, step_lib.split_micro(batch, accum, mesh), norms)
+    return state, {k: float(v) for k, v in metrics.items()}, start
 
 
 def _max_diff(a, b):
@@ -96,3 +99,33 @@ def test_non_finite_update_is_skipped():
     assert metrics["skipped"] == 1.0
     assert _max_diff(new.params, start) == 0.0
     assert int(new.updates) == 0
+
+
+@pytest.mark.parametrize("width", [T - 8, T + 5])  # the longest completion; past every row's end
+def test_completion_window_gives_the_full_update(width):
+    """Scoring only a window of W tokens from each row's first counted token changes nothing
+    when W covers every completion, including windows clipped at the row end."""
+    batch, sgd = _batch(), optax.sgd(1.0)  # parameter change = gradient (Adam's first step is sign-like)
+    full, m_full, start = _step(batch, 2, loss_cfg=CFG, tx=sgd)
+    windowed, m_win, _ = _step(batch, 2, loss_cfg=CFG, completion_width=width, tx=sgd)
+    assert _max_diff(full.params, start) > 1e-4
+    assert _max_diff(full.params, windowed.params) <= 1e-6
+    for k in ("loss", "loss_pg", "loss_corr", "loss_nll", "entropy", "grad_norm"):
+        assert m_win[k] == pytest.approx(m_full[k], rel=1e-5, abs=1e-6), k
+    # A window too short for the longest completion drops tokens, and the test can see it.
+    short, _, _ = _step(batch, 2, loss_cfg=CFG, completion_width=2, tx=sgd)
+    assert _max_diff(full.params, short.params) > 1e-4
+
+
+def test_later_updates_compile_nothing():
+    graphdef, params, rest = step_lib.split_model(_model())
+    tx = step_lib.make_optimizer(OptimConfig(lr=1e-2, warmup_steps=0, schedule="constant"), 10)
+    state = step_lib.init_state(params, tx)
+    update = step_lib.make_update(graphdef, rest, tx, loss_cfg=CFG, completion_width=T - 8)
+    counts = []
+    for seed in range(3):  # new rows each step, same shapes
+        batch = _batch(seed=seed)
+        state, metrics = update(state, step_lib.split_micro(batch, 2, None), loss_normalisers(batch, CFG))
+        counts.append((float(metrics["compiles"]), float(metrics["compile_s"])))
+    assert counts[0][0] >= 1 and counts[0][1] > 0
+    assert counts[1] == counts[2]

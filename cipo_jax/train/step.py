@@ -5,6 +5,12 @@ gradients. Because every loss term is divided by a normaliser of the whole batch
 `cipo.loss.loss_normalisers`), that sum IS the gradient of the big batch, and sharding the rows
 over the data axes gives the same number again. A non-finite loss or gradient leaves
 parameters and optimizer state untouched and is counted (`skipped`).
+
+With `completion_width` W, the output layer and the log-softmax run only over a window of W
+positions per row, starting at the row's first counted token: prompt positions are never in a
+loss term, and the [rows, T, vocab] logits are the largest tensor of the step. Every step's
+metrics carry `compiles` / `compile_s`, the XLA programs compiled in this process so far and
+their seconds, so a run that recompiles after its first step shows it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,22 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from cipo_jax.cipo.loss import LossBatch, LossConfig, Normalisers, cipo_loss, sft_loss, token_logprobs
 from cipo_jax.config import OptimConfig
 from cipo_jax.sharding import BATCH_AXES
+
+_COMPILES = {"count": 0, "seconds": 0.0}
+
+
+def _on_event(event: str, seconds: float, **_) -> None:
+    if event == "/jax/core/compile/backend_compile_duration":
+        _COMPILES["count"] += 1
+        _COMPILES["seconds"] += seconds
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_event)
+
+
+def compile_stats() -> tuple[int, float]:
+    """(programs compiled by XLA in this process, seconds spent compiling them)."""
+    return _COMPILES["count"], _COMPILES["seconds"]
 
 
 @struct.dataclass
@@ -62,13 +84,31 @@ def init_state(params: nnx.State, tx: optax.GradientTransformation, mesh: Mesh |
 
 
 def policy_logprobs(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State, tokens: jax.Array,
-                    temperature: float) -> tuple[jax.Array, jax.Array]:
-    """(logp, entropy) of every token under the policy at the sampling temperature, so the ratio
-    to the sampler's log-probs (log-softmax of logits / T) compares like with like."""
-    logits = nnx.merge(graphdef, params, rest)(tokens)
-    if temperature not in (0.0, 1.0):
-        logits = logits / temperature
-    return token_logprobs(logits, tokens)
+                    temperature: float, *, window_start: jax.Array | None = None,
+                    completion_width: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """(logp, entropy) [N, T] of every token under the policy at the sampling temperature, so the
+    ratio to the sampler's log-probs (log-softmax of logits / T) compares like with like.
+
+    With `window_start` [N] and `completion_width` W, only tokens window_start .. +W-1 of each
+    row are scored (their predictors' logits alone are computed); the rest of logp/entropy is 0.
+    """
+    model = nnx.merge(graphdef, params, rest)
+    scale = 1.0 if temperature in (0.0, 1.0) else 1.0 / temperature
+    if completion_width is None:
+        return token_logprobs(model(tokens) * scale, tokens)
+    N, T = tokens.shape
+    targets_nw = jnp.maximum(window_start, 1)[:, None] + jnp.arange(completion_width)  # token positions
+    valid_nw = targets_nw < T
+    targets_nw = jnp.minimum(targets_nw, T - 1)
+    logits_nwv = model(tokens, logits_at=targets_nw - 1) * scale
+    # token_logprobs scores token column t from logits column t-1: shift the targets one right.
+    window_tokens = jnp.take_along_axis(tokens, targets_nw, axis=1)
+    logp, entropy = token_logprobs(jnp.pad(logits_nwv, ((0, 0), (0, 1), (0, 0))),
+                                   jnp.pad(window_tokens, ((0, 0), (1, 0))))
+    rows = jnp.arange(N)[:, None]
+    # Scatter-add (not set): clipped positions past the row end add exactly 0 and take no gradient.
+    place = lambda x: jnp.zeros((N, T), x.dtype).at[rows, targets_nw].add(jnp.where(valid_nw, x[:, 1:], 0.0))  # noqa: E731
+    return place(logp), place(entropy)
 
 
 def _tree_add(a, b):
@@ -76,11 +116,18 @@ def _tree_add(a, b):
 
 
 def make_update(graphdef: nnx.GraphDef, rest: nnx.State, tx: optax.GradientTransformation, *,
-                loss_cfg: LossConfig | None, temperature: float = 1.0) -> Callable:
-    """The jitted step. loss_cfg None = SFT (masked NLL over completion tokens)."""
+                loss_cfg: LossConfig | None, temperature: float = 1.0,
+                completion_width: int | None = None) -> Callable:
+    """The jitted step. loss_cfg None = SFT (masked NLL over completion tokens).
+
+    completion_width: an upper bound on the counted tokens of a row (e.g. the sampler's
+    max_new_tokens), to score only that window; None scores every position.
+    """
 
     def micro_loss(params, micro: LossBatch, norms: Normalisers | jax.Array):
-        logp, entropy = policy_logprobs(graphdef, params, rest, micro.tokens, temperature)
+        start = jnp.argmax(micro.completion_mask > 0, axis=1) if completion_width else None
+        logp, entropy = policy_logprobs(graphdef, params, rest, micro.tokens, temperature,
+                                        window_start=start, completion_width=completion_width)
         if loss_cfg is None:
             return sft_loss(logp, micro, norms)
         return cipo_loss(logp, entropy, micro, norms, loss_cfg)
@@ -114,7 +161,14 @@ def make_update(graphdef: nnx.GraphDef, rest: nnx.State, tx: optax.GradientTrans
                                updates=state.updates + finite.astype(jnp.int32))
         return new_state, {**metrics, "grad_norm": grad_norm, "skipped": (~finite).astype(jnp.float32)}
 
-    return jax.jit(update, donate_argnums=(0,))
+    jitted = jax.jit(update, donate_argnums=(0,))
+
+    def run(state: TrainState, batches, norms) -> tuple[TrainState, dict[str, jax.Array]]:
+        state, metrics = jitted(state, batches, norms)
+        count, seconds = compile_stats()
+        return state, {**metrics, "compiles": jnp.float32(count), "compile_s": jnp.float32(seconds)}
+
+    return run
 
 
 def split_micro(batch: LossBatch, accum: int, mesh: Mesh | None) -> LossBatch:
