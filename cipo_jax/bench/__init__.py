@@ -10,6 +10,7 @@ BENCHMARKS = {
     "sample": ("cipo_jax.bench.sample", "our sampler vs transformers generate on SmolLM2-135M"),
     "verify": ("cipo_jax.bench.verify", "math score_batch items/s and code sandbox runs/s"),
     "step": ("cipo_jax.bench.step", "train step time split, GRPO vs CIPO"),
+    "rl-step": ("cipo_jax.bench.rl_step", "SmolLM2 GRPO / CIPO step vs TRL GRPOTrainer, phase split"),
 }
 
 

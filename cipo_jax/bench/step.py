@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="key=value config overrides for both arms")
 
 
-PHASES = ("time_sample", "time_verify", "time_update", "step_time", "tokens")
+PHASES = ("time_sample", "time_verify", "time_update", "step_time", "tokens", "compiles", "compile_s")
 
 
 def measure(cfg, steps: int, warmup: int) -> dict[str, float]:
