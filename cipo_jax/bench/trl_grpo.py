@@ -39,7 +39,12 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     gguf = Path(args.gguf)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # A GGUF-loaded model is flagged as quantized (the trainer refuses it) though its weights are
+    # dequantised fp32: the same weights in a plain model.
+    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    del loaded
     rng = random.Random(0)
     rows = []
     for _ in range(args.prompts * (args.steps + 1)):
