@@ -152,6 +152,10 @@ class SFTConfig:
     steps: int = 0
     batch_size: int = 32
     lr: float = 1e-3
+    # [ours] share of SFT examples shown as a correction turn T(x, y) with target the reference
+    # response, y a stand-in attempt (the reference itself, or another task's response, each half
+    # the time): a model trained from scratch otherwise never sees the correction format before RL.
+    correction_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,8 @@ class Config:
             raise ConfigError("cipo: need C >= 0 and M >= 1")
         if not 0.0 <= self.cipo.prefix_fraction < 1.0:
             raise ConfigError(f"cipo.prefix_fraction must lie in [0, 1), got {self.cipo.prefix_fraction}")
+        if not 0.0 <= self.sft.correction_fraction <= 1.0:
+            raise ConfigError(f"sft.correction_fraction must lie in [0, 1], got {self.sft.correction_fraction}")
         if self.optim.grad_accum < 1 or self.optim.minibatches < 1:
             raise ConfigError("optim: grad_accum and minibatches must be >= 1")
 

@@ -12,7 +12,7 @@ from flax import nnx
 
 from cipo_jax.cipo.loss import LossBatch
 from cipo_jax.cipo.step import Row
-from cipo_jax.cipo.template import render_prompt
+from cipo_jax.cipo.template import Request, render
 from cipo_jax.config import Config
 from cipo_jax.data.tasks import Task
 from cipo_jax.data.tokenizer import Tokenizer
@@ -24,6 +24,16 @@ from cipo_jax.train.metrics import MetricsWriter, truncate_metrics
 
 class SFTError(RuntimeError):
     pass
+
+
+def sft_request(task: Task, pairs: list[Task], correction_fraction: float, rng: np.random.Generator) -> Request:
+    """The prompt an SFT example is shown: the task itself, or (with probability
+    correction_fraction) a correction turn of a stand-in attempt, which is the task's own
+    response or, half the time, another task's response (usually wrong)."""
+    if correction_fraction <= 0 or rng.random() >= correction_fraction:  # 0: no draw, the old batch order
+        return Request(task)
+    stand_in = task if rng.random() < 0.5 else pairs[int(rng.integers(0, len(pairs)))]
+    return Request(task, attempt=stand_in.response)
 
 
 def run_sft(cfg: Config, params: nnx.State, *, graphdef: nnx.GraphDef, rest: nnx.State, tokenizer: Tokenizer,
@@ -52,8 +62,9 @@ def run_sft(cfg: Config, params: nnx.State, *, graphdef: nnx.GraphDef, rest: nnx
             rows = []
             for t in (pairs[j] for j in rng.integers(0, len(pairs), cfg.sft.batch_size)):
                 completion = tokenizer.encode(t.response) + [eos]
-                rows.append(Row(prompt=render_prompt(t, tokenizer, chat=cfg.tasks.chat), completion=completion,
-                                logprobs=[0.0] * len(completion)))
+                rows.append(Row(prompt=render(sft_request(t, pairs, cfg.sft.correction_fraction, rng), tokenizer,
+                                              chat=cfg.tasks.chat, template=cfg.cipo.template),
+                                completion=completion, logprobs=[0.0] * len(completion)))
             packed = pack_rows(rows, row_multiple=cfg.optim.grad_accum * shards, max_len=max_len)
             batch = LossBatch.for_sft(packed["tokens"], packed["completion_mask"])
             num_tokens = jnp.float32(packed["completion_mask"].sum())
