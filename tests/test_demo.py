@@ -5,14 +5,11 @@ import json
 import pytest
 
 from cipo_jax.demo import DEFAULT_CONFIG, run_demo
+from cipo_jax.train.metrics import is_timing
 
 SMALL = ["sft.steps=20", "run.steps=2", "run.ckpt_every=2", "tasks.size=256", "tasks.eval_size=8",
          "grpo.num_prompts=4", "grpo.group_size=2", "cipo.C=2", "cipo.M=2", "model.hidden_size=32",
          "model.intermediate_size=64", "model.num_layers=1"]
-
-
-def is_timing(key: str) -> bool:
-    return key.startswith("time_") or key.endswith("_per_s") or key == "step_time"
 
 
 @pytest.mark.slow

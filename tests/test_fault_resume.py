@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 
 from cipo_jax.train.checkpoint import Checkpointer
+from cipo_jax.train.metrics import is_timing
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 4
-TIMING = ("step_time", "rollout_tokens_per_s")
 
 
 def easy_tasks(path: Path) -> Path:
@@ -103,7 +103,7 @@ def final_params(run_dir: Path) -> dict[str, np.ndarray]:
 
 
 def comparable(row: dict) -> dict:
-    return {k: v for k, v in row.items() if k not in TIMING and not k.startswith("time_")}
+    return {k: v for k, v in row.items() if not is_timing(k)}
 
 
 @pytest.mark.slow

@@ -18,6 +18,13 @@ from cipo_jax.stats import mean_se
 HEADLINE = ("reward_mean", "corr_success", "replay_ratio", "loss_pg", "step_time")
 
 
+def is_timing(key: str) -> bool:
+    """A metric that depends on the machine, not on the run's seed: wall-clock times, rates, and
+    XLA compile counts (process-wide: a resumed or second run in one process compiles less).
+    Everything else in metrics.jsonl is reproducible bit for bit."""
+    return key.startswith(("time_", "compile")) or key.endswith("_per_s") or key == "step_time"
+
+
 def clean_value(value: Any) -> Any:
     """A JSON-safe scalar: floats as floats, non-finite ones as None."""
     value = float(value) if hasattr(value, "__float__") and not isinstance(value, (int, bool)) else value
