@@ -177,6 +177,10 @@ def codegen_tasks(spec: CodegenSpec, size: int, seed: int = 0, split: str = "tra
     """Tasks 0.. of the (seed, split) stream; a held-out split keeps each problem once."""
     if not SPLITS.get(split, False):
         return [codegen_task(spec, seed, split, i) for i in range(size)]
+    available = sum(map(_is_test, all_problems()))
+    if size > available:
+        raise ValueError(f"codegen: asked for {size} distinct {split} problems; there are {available} held-out "
+                         f"problems in all")
     tasks, seen = [], set()
     for i in range(50 * size + 1000):
         task = codegen_task(spec, seed, split, i)
@@ -185,5 +189,4 @@ def codegen_tasks(spec: CodegenSpec, size: int, seed: int = 0, split: str = "tra
             tasks.append(task)
             if len(tasks) == size:
                 return tasks
-    raise ValueError(f"codegen: only {len(tasks)} distinct {split} problems found (asked for {size}); "
-                     f"there are {sum(map(_is_test, all_problems()))} held-out problems in all")
+    raise RuntimeError(f"codegen: only {len(tasks)} of {size} distinct {split} problems drawn")  # p ~ 0
