@@ -90,3 +90,10 @@ def test_bad_specs_name_the_problem():
     with pytest.raises(ValueError, match="asked for 179 distinct test problems; there are 178 held-out"):
         load_tasks("codegen", size=179, split="test")
     assert len(load_tasks("codegen", size=178, split="test")) == 178
+
+
+def test_code_io_deadline_covers_every_case():
+    # each case has its own limit, so the pool allows num_cases x timeout_s plus the start-up slack
+    kind = VERIFIERS["code_io"]
+    assert kind.deadline_s({"timeout_s": 2.0, "num_cases": 4}, 5.0) == 8.0 + kind.slack_s
+    assert kind.deadline_s(None, 1.0) == 5.0 + kind.slack_s
