@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from cipo_jax.data import Task, load_tasks
@@ -157,3 +158,30 @@ def test_reference_responses_pass_the_project_verifiers():
     for task in load_tasks("humaneval", size=2, seed=1):
         verdict = lookup("code")(task.meta["code_prefix"] + task.response, task.reference, task.meta)
         assert verdict.reward == 1.0, verdict
+
+
+def test_arith_held_out_problems_are_distinct_and_unseen():
+    from cipo_jax.data.arith import arith_tasks, parse_arith_spec
+
+    spec = parse_arith_spec("digits=1,operands=4,ops=+")
+    test = arith_tasks(spec, 256, seed=0, split="test")
+    train = arith_tasks(spec, 4000, seed=0, split="train")
+    assert len({t.prompt for t in test}) == 256  # distinct, not draws with repeats
+    assert not {t.prompt for t in test} & {t.prompt for t in train}
+    with pytest.raises(ValueError, match="only 11 distinct test problems"):
+        arith_tasks(parse_arith_spec("digits=1,operands=2,ops=+"), 256, seed=0, split="test")
+
+
+def test_arith_noise_perturbs_sft_targets_only():
+    from cipo_jax.data.arith import arith_tasks, parse_arith_spec
+    from cipo_jax.verifiers.exact import final_integer
+
+    clean = arith_tasks(parse_arith_spec("digits=1,operands=3"), 2000)
+    noisy = arith_tasks(parse_arith_spec("digits=1,operands=3,noise=0.5"), 2000)
+    assert [t.prompt for t in clean] == [t.prompt for t in noisy]
+    assert [t.reference for t in clean] == [t.reference for t in noisy]
+    off = np.array([final_integer(t.response) - int(t.reference) for t in noisy])
+    assert set(off) <= {-2, -1, 0, 1, 2}
+    assert abs((off != 0).mean() - 0.5) < 4 * np.sqrt(0.25 / 2000)
+    with pytest.raises(ValueError, match="noise must lie in"):
+        parse_arith_spec("noise=1.5")

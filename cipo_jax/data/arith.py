@@ -29,7 +29,7 @@ import hashlib
 import random
 from dataclasses import dataclass, fields
 
-from cipo_jax.data.tasks import Task
+from cipo_jax.data.tasks import Task, first_distinct
 
 TEST_BUCKETS = 8
 SPLITS = {"train": False, "test": True, "eval": True}  # split -> is held out
@@ -133,13 +133,8 @@ def arith_tasks(spec: ArithSpec, size: int, seed: int = 0, split: str = "train")
     each expression (an evaluation counts distinct problems); training keeps repeats."""
     if not SPLITS.get(split, False):
         return [arith_task(spec, seed, split, i) for i in range(size)]
-    tasks, seen = [], set()
-    for i in range(50 * size + 1000):
-        task = arith_task(spec, seed, split, i)
-        if task.prompt not in seen:
-            seen.add(task.prompt)
-            tasks.append(task)
-            if len(tasks) == size:
-                return tasks
+    tasks = first_distinct(lambda i: arith_task(spec, seed, split, i), size, max_draws=50 * size + 1000)
+    if len(tasks) == size:
+        return tasks
     raise ValueError(f"arith: only {len(tasks)} distinct {split} problems found for {spec} (asked for {size}); "
                      f"ask for fewer or widen the spec (more digits or operands)")

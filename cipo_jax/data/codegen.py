@@ -31,7 +31,7 @@ import random
 import string
 from dataclasses import dataclass
 
-from cipo_jax.data.tasks import Task
+from cipo_jax.data.tasks import Task, first_distinct
 
 TEST_BUCKETS = 4
 SPLITS = {"train": False, "test": True, "eval": True}  # split -> is held out
@@ -181,12 +181,7 @@ def codegen_tasks(spec: CodegenSpec, size: int, seed: int = 0, split: str = "tra
     if size > available:
         raise ValueError(f"codegen: asked for {size} distinct {split} problems; there are {available} held-out "
                          f"problems in all")
-    tasks, seen = [], set()
-    for i in range(50 * size + 1000):
-        task = codegen_task(spec, seed, split, i)
-        if task.prompt not in seen:
-            seen.add(task.prompt)
-            tasks.append(task)
-            if len(tasks) == size:
-                return tasks
+    tasks = first_distinct(lambda i: codegen_task(spec, seed, split, i), size, max_draws=50 * size + 1000)
+    if len(tasks) == size:
+        return tasks
     raise RuntimeError(f"codegen: only {len(tasks)} of {size} distinct {split} problems drawn")  # p ~ 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from cipo_jax.verifiers.table import VERIFIERS
 
@@ -108,3 +108,17 @@ def task_from_dict(d: Any) -> Task:
         meta=meta,
         response=d.get("response"),
     )
+
+
+def first_distinct(draw: Callable[[int], Task], size: int, *, max_draws: int) -> list[Task]:
+    """The first `size` tasks of draw(0), draw(1), ... with distinct prompts: an evaluation
+    counts distinct problems. Fewer when max_draws run out (the caller says why)."""
+    tasks, seen = [], set()
+    for i in range(max_draws):
+        task = draw(i)
+        if task.prompt not in seen:
+            seen.add(task.prompt)
+            tasks.append(task)
+            if len(tasks) == size:
+                break
+    return tasks
