@@ -145,11 +145,8 @@ class Trainer:
         self.ref_params = None
         self.progress = Progress(replay=ReplayState.initial(cfg))
         self.ckpt = Checkpointer(self.run_dir / "checkpoints", keep=cfg.run.keep_checkpoints)
-        # Every RL completion is at most max_new_tokens long: the output layer and log-softmax
-        # score only that window of each row, not the prompt positions no mask counts.
         self._update = step_lib.make_update(self.graphdef, self.rest, self.tx, loss_cfg=self.loss_cfg,
-                                            temperature=cfg.sampling.temperature,
-                                            completion_width=cfg.sampling.max_new_tokens)
+                                            temperature=cfg.sampling.temperature)
         self._ref_logp = jax.jit(lambda p, tokens: step_lib.policy_logprobs(
             self.graphdef, p, self.rest, tokens, cfg.sampling.temperature)[0])
 
