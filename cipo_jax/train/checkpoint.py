@@ -138,7 +138,9 @@ class Checkpointer:
     def read(self, step: int, abstract_arrays: Any = None, *, verify: bool = True) -> tuple[Any, dict[str, Any]]:
         """One step's (arrays, meta). `abstract_arrays` gives the structure, shapes, dtypes and
         shardings to restore into (None: as saved). `verify` compares every array with its saved
-        fingerprint (CheckpointError on a mismatch); turn it off only to inspect a damaged step."""
+        fingerprint (CheckpointError on a mismatch); turn it off only to inspect a damaged step,
+        or when restoring without a target: arrays restored as saved into another device count
+        come back in a layout whose fingerprints do not match (seen with 8 CPU devices)."""
         restored = self._mngr.restore(step, args=ocp.args.Composite(
             arrays=ocp.args.StandardRestore(abstract_arrays), meta=ocp.args.JsonRestore()))
         meta = dict(restored["meta"])
