@@ -1,6 +1,7 @@
 """RL learns: on a task the demo settings were never tuned on (max of three digits from a JSONL
 file, exact verifier, a 25-step SFT warm start that teaches the format more than the rule), both
-GRPO and CIPO raise the mean training reward within 80 RL steps (each arm at its own seed).
+GRPO and CIPO raise the mean training reward within 80 RL steps (each arm at its own seed; the
+test runs 40 of them, which measured runs show is enough: +0.25 by step 40, +0.41-0.45 by 80).
 
 The criterion is statistical, not a number from one run: per-step rewards of the last 10 steps
 against the first 10, the difference at least 0.15 AND a Welch t statistic above 3 (steps as
@@ -46,12 +47,12 @@ def test_rl_raises_training_reward_on_an_unseen_task(tmp_path, arm, seed):
     _max_of_three(tasks)
     run = tmp_path / f"{arm}-{seed}"
     cfg = load_config("configs/demo.yaml", [
-        f"run.run_dir={run}", f"tasks.spec=jsonl:{tasks}", "sft.steps=25", "run.steps=80", f"run.seed={seed}",
-        "run.ckpt_every=80", "run.log_tensorboard=false", *(["cipo.C=0"] if arm == "grpo" else [])])
+        f"run.run_dir={run}", f"tasks.spec=jsonl:{tasks}", "sft.steps=25", "run.steps=40", f"run.seed={seed}",
+        "run.ckpt_every=40", "run.log_tensorboard=false", *(["cipo.C=0"] if arm == "grpo" else [])])
     train(cfg, progress_bar=False)
     rows = read_metrics(run)
     reward = np.array([r["reward_mean"] for r in rows])
-    assert len(reward) == 80
+    assert len(reward) == 40
     if arm == "cipo":
         assert rows[0]["corr_count"] > 0  # the correction stream was on
     first, last = reward[:10], reward[-10:]
