@@ -42,17 +42,13 @@ def evaluate_checkpoints(run: Path, *, size: int, train_size: int, n: int, seed:
     """The curve of one run: {"run", "n", "sizes", "points": {split: [point per checkpoint]}}."""
     from cipo_jax.config import load_config
     from cipo_jax.evaluation.cli import evaluate_run
-    from cipo_jax.train.checkpoint import Checkpointer
+    from cipo_jax.train.runs import checkpoint_steps
     from cipo_jax.verifiers import VerifierPool
 
-    if not (run / "checkpoints").is_dir():
-        raise FileNotFoundError(f"curve: no checkpoints under {run / 'checkpoints'}")
-    cfg = load_config(run / "config.yaml")
-    ckpt = Checkpointer(run / "checkpoints", async_save=False)
-    steps = ckpt.steps()
-    ckpt.close()
+    steps = checkpoint_steps(run)
     if not steps:
         raise FileNotFoundError(f"curve: no checkpoints under {run / 'checkpoints'}")
+    cfg = load_config(run / "config.yaml")
     splits = {"test": size, **({"train": train_size} if train_size else {})}
     points: dict[str, list[dict]] = {split: [] for split in splits}
     first: dict[str, dict] = {}
