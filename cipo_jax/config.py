@@ -20,6 +20,12 @@ def _aggregations():
     return AGGREGATIONS
 
 
+def _priorities():
+    from cipo_jax.cipo.correction import PRIORITIES
+
+    return PRIORITIES
+
+
 def _kl_estimators():
     from cipo_jax.cipo.choices import KL_ESTIMATORS
 
@@ -111,9 +117,10 @@ class CIPOConfig:
     alpha_corr: float = 1.0  # weight of the correction-stream policy-gradient term
     gamma_nll: float = 0.1  # weight of the masked correction log-likelihood
     eta: float = 0.05  # priority floor: w(p) = p(1-p) + eta
+    priority: Annotated[str, OneOf(_priorities)] = "variance"  # w(p): "variance" p(1-p) + eta, or "uniform"
     lambda_risk: float = 1.0  # penalty on correct -> wrong revisions
     rho_init: float = 0.25  # replay ratio: share of slots given to successful sources
-    eta_rho: float = 0.1  # step size of rho adaptation
+    eta_rho: float = 0.1  # step size of rho adaptation (0: rho stays at rho_init)
     kappa_star: float = 0.9  # target retention
     rho_min: float = 0.0
     rho_max: float = 0.5

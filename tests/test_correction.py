@@ -25,6 +25,15 @@ def test_priority_hand_values():
         priority(np.array([1.5]), 0.05)
 
 
+def test_uniform_priority_and_unknown_rules():
+    np.testing.assert_array_equal(priority(np.array([0.5, 0.0, 1.0]), 0.05, "uniform"), [1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="unknown rule 'flat'; known: uniform, variance"):
+        priority(np.array([0.5]), 0.05, "flat")
+    assert load_config(None, ["cipo.priority=uniform"]).cipo.priority == "uniform"
+    with pytest.raises(ValueError, match="cipo.priority"):
+        load_config(None, ["cipo.priority=flat"])
+
+
 def test_slot_split_rounding_and_shortage():
     rng = np.random.default_rng(0)
     rewards = np.array([[1, 0, 0, 1], [0, 0, 0, 0], [1, 1, 1, 1]], float)  # 6 successes, 6 failures
@@ -81,11 +90,12 @@ def successive_sampling_probabilities(weights: dict, k: int) -> dict:
     return probs
 
 
-def test_priority_sampling_matches_brute_force_enumeration():
-    """Successes of three prompts with pass rates 1/4, 3/4, 1 (w = .2375, .2375, .05) and failures
-    of pass rates 1/4, 3/4 (w = .2375 each, three and one of them): draw 2 + 3 of them."""
+@pytest.mark.parametrize("rule", ["variance", "uniform"])
+def test_priority_sampling_matches_brute_force_enumeration(rule):
+    """Successes of three prompts with pass rates 1/4, 3/4, 1 (variance: w = .2375, .2375, .05;
+    uniform: all 1) and failures of pass rates 1/4, 3/4 (three and one of them): draw 2 + 3."""
     rewards = np.array([[1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]], float)
-    w = priority(np.array([0.25, 0.75, 1.0]), 0.05)
+    w = priority(np.array([0.25, 0.75, 1.0]), 0.05, rule)
     succ = {(b, i): w[b] for b in range(3) for i in range(4) if rewards[b, i] == 1}
     fail = {(b, i): w[b] for b in range(3) for i in range(4) if rewards[b, i] == 0}
     want_succ = successive_sampling_probabilities(succ, 2)
@@ -94,7 +104,7 @@ def test_priority_sampling_matches_brute_force_enumeration():
     n = 20_000
     got_succ, got_fail = Counter(), Counter()
     for _ in range(n):
-        src = select_sources(rewards, C=5, rho=0.4, eta=0.05, rng=rng)
+        src = select_sources(rewards, C=5, rho=0.4, eta=0.05, rng=rng, priority_rule=rule)
         got_fail[frozenset(src[:3])] += 1
         got_succ[frozenset(src[3:])] += 1
     tol = 4 * np.sqrt(0.25 / n)
@@ -234,6 +244,16 @@ def test_update_replay_hand_sequence():
     assert update_replay(ReplayState(0.25), 3, 4, full) == update_replay(ReplayState(0.25), 3, 4, full.cipo)
     with pytest.raises(ValueError, match="0 <= kept_correct <= total"):
         update_replay(s, 5, 4, CFG)
+
+
+def test_eta_rho_zero_fixes_rho():
+    """eta_rho = 0 is the fixed-rho ablation: the retention EMA still moves, rho stays at rho_init."""
+    fixed = CIPOConfig(eta_rho=0.0, rho_init=0.25)
+    state = ReplayState.initial(fixed)
+    for kept, total in ((0, 4), (4, 4), (1, 3), (0, 0), (2, 2)):
+        state = update_replay(state, kept, total, fixed)
+        assert state.rho == 0.25
+    assert state.kappa_ema == pytest.approx(0.9 * (0.9 * (0.9 * 0.0 + 0.1 * 1.0) + 0.1 / 3) + 0.1)
 
 
 def test_replay_state_round_trips_through_json():

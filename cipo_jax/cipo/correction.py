@@ -9,7 +9,7 @@ little without making it a failure].
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 from jaxtyping import Float, Int
@@ -25,14 +25,25 @@ def is_success(rewards: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- step 4: select sources
-def priority(pass_rate: Float[np.ndarray, "*B"], eta: float) -> Float[np.ndarray, "*B"]:
-    """w(p) = p (1 - p) + eta: medium pass rates first; eta > 0 keeps all-fail prompts drawable."""
+# Priority rules w(p, eta) for `cipo.priority` (the config accepts exactly these keys). "variance"
+# is the paper's: medium pass rates first, eta > 0 keeps all-fail and all-pass prompts drawable;
+# "uniform" is its ablation: every rollout of a kind is equally likely to be corrected.
+PRIORITIES: dict[str, Callable[[Float[np.ndarray, "*B"], float], Float[np.ndarray, "*B"]]] = {
+    "variance": lambda p, eta: p * (1.0 - p) + eta,
+    "uniform": lambda p, eta: np.ones_like(p),
+}
+
+
+def priority(pass_rate: Float[np.ndarray, "*B"], eta: float, rule: str = "variance") -> Float[np.ndarray, "*B"]:
+    """w(p) under `rule` (a PRIORITIES key); by default p (1 - p) + eta."""
     p = np.asarray(pass_rate, np.float64)
     if np.any((p < 0) | (p > 1)):
         raise ValueError(f"priority: pass rates must lie in [0, 1], got {p}")
     if eta < 0:
         raise ValueError(f"priority: eta must be >= 0, got {eta}")
-    return p * (1.0 - p) + eta
+    if rule not in PRIORITIES:
+        raise ValueError(f"priority: unknown rule {rule!r}; known: {', '.join(sorted(PRIORITIES))}")
+    return PRIORITIES[rule](p, eta)
 
 
 def _draw_without_replacement(
@@ -57,7 +68,8 @@ def stochastic_round(x: float, rng: np.random.Generator) -> int:
 
 
 def select_sources(
-    rewards: Float[np.ndarray, "B G"], *, C: int, rho: float, eta: float, rng: np.random.Generator
+    rewards: Float[np.ndarray, "B G"], *, C: int, rho: float, eta: float, rng: np.random.Generator,
+    priority_rule: str = "variance",
 ) -> list[tuple[int, int]]:
     """Up to C rollouts (b, i) to correct: about rho C slots for successes, the rest for failures.
 
@@ -66,7 +78,7 @@ def select_sources(
     retention: round-half-up gave 0 slots for rho < 1/(2C) and froze the controller there.
     When one kind has too few rollouts its unused slots go to the other,
     so min(C, B G) sources are returned. Within a kind, (b, i) is drawn without replacement with
-    probability proportional to w(p_b) of its prompt. Order: failures, then successes, each in
+    probability proportional to w(p_b) of its prompt (`priority_rule`). Order: failures, then successes, each in
     draw order.
     """
     rewards = np.asarray(rewards, np.float64)
@@ -79,7 +91,7 @@ def select_sources(
     B, G = rewards.shape
     success = is_success(rewards).reshape(-1)  # (B G,)
     pass_rate = is_success(rewards).mean(axis=1)  # (B,)
-    weight = np.repeat(priority(pass_rate, eta), G)  # (B G,): w(p_b) for every rollout of b
+    weight = np.repeat(priority(pass_rate, eta, priority_rule), G)  # (B G,): w(p_b) for every rollout of b
     succ_idx, fail_idx = np.flatnonzero(success), np.flatnonzero(~success)
 
     n_succ = min(stochastic_round(rho * C, rng), len(succ_idx))

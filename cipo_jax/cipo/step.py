@@ -183,7 +183,8 @@ def collect(
     gen_tokens = int(lengths.sum())
 
     # Steps 4-8: the correction stream.
-    sources = corr.select_sources(rewards, C=cfg.cipo.C, rho=replay.rho, eta=cfg.cipo.eta, rng=rng)
+    sources = corr.select_sources(rewards, C=cfg.cipo.C, rho=replay.rho, eta=cfg.cipo.eta, rng=rng,
+                                 priority_rule=cfg.cipo.priority)
     new_replay = replay
     if sources:
         S = len(sources)
