@@ -54,6 +54,26 @@ def paired_bootstrap(
     return {"diff": float(d.mean()), "ci95": [float(lo), float(hi)], "se": float(means.std(ddof=1))}
 
 
+def variance_components(diffs: Float[np.ndarray, "S P"]) -> tuple[float, float]:
+    """(seed-to-seed, problem-to-problem) variance of paired differences d[seed, problem], by the
+    method-of-moments (one-way ANOVA) estimator for problems nested in seeds, the model the two-level
+    bootstrap resamples: within = the mean over seeds of the sample variance over problems;
+    between = the sample variance of the seed means minus within / P (their share of it), floored
+    at 0. A problem effect shared by every seed is counted as within-seed variance."""
+    d = np.asarray(diffs, np.float64)
+    if d.ndim != 2 or d.shape[0] < 2 or d.shape[1] < 2:
+        raise ValueError(f"variance_components: need (seeds, problems) with at least 2 of each, got {d.shape}")
+    within = float(d.var(axis=1, ddof=1).mean())
+    between = float(d.mean(axis=1).var(ddof=1)) - within / d.shape[1]
+    return max(between, 0.0), within
+
+
+def nested_se(var_seed: float, var_problem: float, seeds: int, problems: int) -> float:
+    """Standard error of a mean over `seeds` x `problems` cells with the variance components of
+    `variance_components`: each seed mean varies by var_seed + var_problem / problems."""
+    return math.sqrt(var_seed / seeds + var_problem / (seeds * problems))
+
+
 def min_detectable_difference(se_diff: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
     """Smallest true difference a two-sided level-alpha test detects with the given power, for an
     estimate with standard error se_diff: (z_{1-alpha/2} + z_{power}) * se_diff (normal approx.)."""
