@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
 
-from cipo_jax.verifiers import code, exact, gym, math
+from cipo_jax.verifiers import code, exact, extract, gym, math
 
 # ok: verified correct (reward > 0); failed: checked and wrong; timeout: deadline passed;
 # error: bad input or a verifier exception; crashed: the worker died; killed: sandbox signal.
@@ -91,17 +91,34 @@ def _code(response: str, reference: str, meta: dict | None) -> Verdict:
     """`response` is the program, `reference` the tests; meta may set timeout_s, memory_mb.
 
     Completion-style tasks (HumanEval) carry the function header as meta["code_prefix"]: the
-    program is that prefix + the completion, unless the completion defines the entry point
-    itself (a chat answer that restates the whole function)."""
+    program is that prefix + the completion. A markdown answer counts by its fenced block. An
+    answer that defines the entry point itself (a chat answer restating the whole function) counts
+    by its definitions (example calls and prints around them dropped, as HumanEval sanitisers do),
+    after the prefix when that is a program on its own: it brings the imports and helpers the
+    prompt defined, and the answer's definition replaces the prompt's stub."""
     meta = meta or {}
-    program = response
     prefix, entry = meta.get("code_prefix"), meta.get("entry_point")
-    if prefix and not (entry and f"def {entry}(" in response):
-        program = prefix + response
+    answer = extract.fenced_code(response, entry)
+    if entry and f"def {entry}(" in answer:
+        program = extract.program_definitions(answer)
+        if prefix and _parses(prefix):
+            program = f"{prefix}\n\n{program}"
+    else:
+        program = (prefix or "") + answer
     result = code.run_tests(program, reference, timeout_s=_code_limit_s(meta),
                             memory_mb=int(meta.get("memory_mb", 1024)))
     status = "ok" if result.passed else result.status
     return Verdict(float(result.passed), status, result.detail)
+
+
+def _parses(source: str) -> bool:
+    import ast
+
+    try:
+        ast.parse(source)
+        return True
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
 
 
 def _code_io_limit_s(meta: dict | None) -> float:
