@@ -45,31 +45,36 @@ def plot_demo(metrics: list[dict[str, Any]], evals: dict[str, dict[str, Any]], p
     return _save(fig, path)
 
 
-def plot_compare(metrics: dict[str, list[list[dict[str, Any]]]], evals: dict[str, list[dict[str, Any]]],
+def plot_compare(metrics: dict[str, list[list[dict[str, Any]]]], curves: dict[str, dict[str, dict[str, list]]],
                  path: str | Path, *, window: int) -> Path:
-    """Per arm, mean over seeds (band: +- std): reward vs step, reward vs generated tokens, final pass@k."""
+    """Per arm, mean over seeds with a ± 1 SE band: training reward against RL step and against
+    generated tokens (top), and held-out pass@k against k in each view of `curves`
+    ({view: {arm: {"k", "mean", "se"}}}, bottom)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for arm, runs in metrics.items():
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    for i, (arm, runs) in enumerate(metrics.items()):
         length = min(len(ms) for ms in runs)
         reward = np.array([moving_average([np.nan if m.get("reward_mean") is None else m["reward_mean"]
-                                           for m in ms[:length]], window) for ms in runs])
+                                           for m in ms[:length]], window) for ms in runs])  # (seeds, steps)
         tokens = np.array([np.cumsum([m["tokens"] for m in ms[:length]]) for ms in runs]).mean(axis=0)
-        steps = np.arange(1, length + 1)
-        mean, std = reward.mean(axis=0), reward.std(axis=0)
-        for ax, x in ((axes[0], steps), (axes[1], tokens)):
-            ax.plot(x, mean, label=arm)
-            ax.fill_between(x, mean - std, mean + std, alpha=0.2)
-        ks = sorted(int(k) for k in evals[arm][0]["pass_at_k"])
-        curves = np.array([[e["pass_at_k"][str(k)] for k in ks] for e in evals[arm]])
-        axes[2].errorbar(ks, curves.mean(axis=0), yerr=curves.std(axis=0), marker="o", capsize=3, label=arm)
-    axes[0].set(xlabel="RL step", ylabel=f"training reward (moving avg {window})", title="Equal steps")
-    axes[1].set(xlabel="generated tokens (cumulative)", ylabel=f"training reward (moving avg {window})",
-                title="Equal token budget")
-    _k_axis(axes[2], ks, "Held-out pass@k, final checkpoints")
-    for ax in axes:
-        ax.legend()
+        mean, se = reward.mean(axis=0), reward.std(axis=0, ddof=1) / np.sqrt(len(runs))
+        for ax, x in ((axes[0, 0], np.arange(1, length + 1)), (axes[0, 1], tokens)):
+            _band(ax, x, mean, se, f"C{i}", arm)
+    axes[0, 0].set(xlabel="RL step", ylabel=f"training reward (moving avg {window})", title="Equal steps")
+    axes[0, 1].set(xlabel="generated tokens (cumulative, mean over seeds)",
+                   ylabel=f"training reward (moving avg {window})", title="Equal token budget")
+    for ax, (view, per_arm) in zip(axes[1], curves.items()):
+        for i, (arm, c) in enumerate(per_arm.items()):
+            _band(ax, np.array(c["k"]), np.array(c["mean"]), np.array(c["se"]), f"C{i}", arm, marker="o")
+        _k_axis(ax, c["k"], f"Held-out pass@k, {view.replace('_', ' ')}")
+    for ax in axes.flat:
+        ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def _band(ax, x: np.ndarray, mean: np.ndarray, se: np.ndarray, colour: str, label: str, **style) -> None:
+    ax.plot(x, mean, color=colour, label=label, **style)
+    ax.fill_between(x, mean - se, mean + se, color=colour, alpha=0.2)
 
 
 def plot_curves(curves: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]], path: str | Path) -> Path:
