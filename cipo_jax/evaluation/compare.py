@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -305,11 +306,10 @@ def main(args: argparse.Namespace) -> int:
           f"{size} held-out problems, n = {args.n} -> {out}", flush=True)
     t0, total, done, worked = time.perf_counter(), len(arms) * args.seeds, 0, 0
     with VerifierPool(workers=cfg.run.verify_workers, timeout_s=cfg.run.verify_timeout_s) as pool:
+        held_out = partial(evaluate_run, tasks_spec=None, pool=pool, temperature=cfg.sampling.temperature)
+
         def evaluate(run_dir: Path, step: int, seed: int) -> tuple[dict[str, Any], bool]:
-            return cached_evaluate(
-                run_dir, step, lambda d, **kw: evaluate_run(d, tasks_spec=None, pool=pool,
-                                                            temperature=cfg.sampling.temperature, **kw),
-                n=args.n, size=size, seed=seed)
+            return cached_evaluate(run_dir, step, held_out, n=args.n, size=size, seed=seed)
 
         finals: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
         for seed in range(args.seeds):
