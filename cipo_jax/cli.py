@@ -15,7 +15,7 @@ COMMANDS = {
     "train": ("cipo_jax.train.cli", "train with CIPO / GRPO / SFT from a YAML config"),
     "eval": ("cipo_jax.evaluation.cli", "pass@k and two-attempt self-correction of a checkpoint"),
     "curve": ("cipo_jax.evaluation.curve", "evaluate every checkpoint of a run: a learning curve with error bars"),
-    "compare": ("cipo_jax.evaluation.compare", "GRPO vs CIPO over several seeds, same everything else"),
+    "compare": ("cipo_jax.evaluation.compare", "GRPO vs CIPO and its ablations over paired seeds, with CIs and power"),
     "export": ("cipo_jax.train.export", "write a checkpoint in Hugging Face format"),
     "bench": ("cipo_jax.bench", "benchmarks: sample, verify, step"),
     "data": ("cipo_jax.data.cli", "task data tools: train-tokenizer, build-tfds, show"),
