@@ -124,15 +124,17 @@ def test_report_from_hand_worked_rows():
     assert p["tokens"] == {"diff": -20.0, "ci95": [-20.0, -20.0], "se": 0.0}
     assert view["pass_at_k"]["grpo"] == {"k": [1, 2], "mean": [pytest.approx(1 / 6), pytest.approx(1 / 3)],
                                          "se": [0.0, 0.0]}
-    # per-problem pass@1 differences (0, 1/2, 0) at both seeds: no seed variance, problem variance 1/12
+    # per-problem pass@1 differences (0, 1/2, 0) at both seeds: a problem effect shared by the seeds,
+    # variance 1/12, no seed or residual variance; the SE is that of a mean over the 3 problems
     power = view["power"]["cipo"]
     assert power["var_seed"] == 0.0 and power["var_problem"] == pytest.approx(1 / 12)
-    assert power["mdd"] == pytest.approx(2.801585 * math.sqrt(1 / 12 / 6), rel=1e-6)
+    assert power["var_residual"] == pytest.approx(0.0, abs=1e-15)
+    assert power["mdd"] == pytest.approx(2.801585 * math.sqrt(1 / 12 / 3), rel=1e-6)
     md = markdown_report({"equal_steps": view}, "grpo", 40.0)
     assert "| metric | grpo | cipo | cipo − grpo [95% CI] |" in md
     assert "| held-out pass@1 | 0.167 ± 0.000 | 0.333 ± 0.000 | +0.167 [" in md
     assert "| generated tokens | 40 ± 0 | 20 ± 0 | -20 [-20, -20] |" in md
-    assert "with 2 seeds x 3 problems: cipo vs grpo: 0.330" in md
+    assert "with 2 seeds x 3 problems: cipo vs grpo: 0.467" in md
 
 
 # ------------------------------------------------------------------------------ end to end
@@ -158,14 +160,25 @@ def _per_problem(row, key):
             "delta_c2i": t1 & ~t2}[key].astype(float)
 
 
-def _two_level_means(d, resamples, rng):
-    """Bootstrap means of d (seeds, problems): draw seeds with replacement, then for each drawn
-    seed its problems with replacement."""
+def _crossed_means(d, resamples, rng):
+    """Bootstrap means of d (seeds, problems), crossed: draw seeds with replacement and, once for
+    all of them, problems with replacement."""
     S, P = d.shape
     out = np.empty(resamples)
     for r in range(resamples):
-        out[r] = np.mean([d[s][rng.choice(P, P)] for s in rng.choice(S, S)])
+        out[r] = d[rng.choice(S, S)][:, rng.choice(P, P)].mean()
     return out
+
+
+def _crossed_mdd(d):
+    """(z_0.975 + z_0.8) x SE of the mean of d (seeds, problems) from the two-way ANOVA variance
+    components: var_seed / S + var_problem / P + var_residual / (S P)."""
+    S, P = d.shape
+    resid = d - d.mean(axis=1, keepdims=True) - d.mean(axis=0, keepdims=True) + d.mean()
+    ms_res = (resid ** 2).sum() / ((S - 1) * (P - 1))
+    var_seed = max(0.0, (P * d.mean(axis=1).var(ddof=1) - ms_res) / P)
+    var_problem = max(0.0, (S * d.mean(axis=0).var(ddof=1) - ms_res) / S)
+    return 2.801585 * math.sqrt(var_seed / S + var_problem / P + ms_res / (S * P))
 
 
 def _check_ci(ci, means, level=0.95, tol=0.015):
@@ -201,12 +214,10 @@ def _check_report(report):
                 d = np.stack([_per_problem(a, key) - _per_problem(b, key) for a, b in zip(rows[arm], rows[base])])
                 got = view["paired"][arm][key]
                 assert got["diff"] == pytest.approx(d.mean(), abs=1e-12)
-                _check_ci(got["ci95"], _two_level_means(d, 4000, rng))
+                _check_ci(got["ci95"], _crossed_means(d, 4000, rng))
                 widths.append(got["ci95"][1] - got["ci95"][0])
             d = np.stack([_per_problem(a, "pass@1") - _per_problem(b, "pass@1") for a, b in zip(rows[arm], rows[base])])
-            within = d.var(axis=1, ddof=1).mean()
-            between = max(0.0, d.mean(axis=1).var(ddof=1) - within / 16)
-            assert view["power"][arm]["mdd"] == pytest.approx(2.801585 * math.sqrt(between / 2 + within / 32), rel=1e-5)
+            assert view["power"][arm]["mdd"] == pytest.approx(_crossed_mdd(d), rel=1e-5)
     assert max(widths) > 0, "every paired difference was exactly zero: the check above proved nothing"
     for row in report["equal_tokens"]["per_seed"]["cipo"]:  # CIPO reaches GRPO's budget earlier
         assert row["tokens"] >= report["token_budget"] and row["eval_step"] <= row["step"]

@@ -11,7 +11,7 @@ import pytest
 from cipo_jax.evaluation.evaluate import paired_comparison, per_problem_metrics
 from cipo_jax.evaluation.passk import pass_at_k_curve
 from cipo_jax.evaluation.selfcorrect import self_correction_metrics
-from cipo_jax.stats import mean_se, min_detectable_difference, nested_se, paired_bootstrap, variance_components
+from cipo_jax.stats import design_se, mean_se, min_detectable_difference, paired_bootstrap, variance_components
 
 
 def test_mean_se_is_the_textbook_formula():
@@ -49,18 +49,40 @@ def test_paired_bootstrap_matches_exhaustive_enumeration_over_problems():
     assert got["se"] == pytest.approx(np.std(exact), rel=0.02)
 
 
-def test_paired_bootstrap_two_levels_matches_exhaustive_enumeration():
-    """(seeds, problems) = (2, 3): draw 2 seeds with replacement, then 3 problems within each."""
+def test_paired_bootstrap_crossed_matches_exhaustive_enumeration():
+    """(seeds, problems) = (2, 3), crossed: every resample draws 2 seed indices and 3 problem
+    indices with replacement, once, and averages d[seeds][:, problems]. All 2^2 x 3^3 = 108 index
+    tuples are equally likely; their means are the exact bootstrap distribution."""
     before = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     after = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
     d = after - before
-    exact = []
-    for seeds in itertools.product(range(2), repeat=2):
-        for probs in itertools.product(itertools.product(range(3), repeat=3), repeat=2):
-            exact.append(np.mean([d[s, list(p)] for s, p in zip(seeds, probs)]))
+    S, P = d.shape
+    exact = np.array([np.mean([[d[s, p] for p in probs] for s in seeds])
+                      for seeds in itertools.product(range(S), repeat=S)
+                      for probs in itertools.product(range(P), repeat=P)])
+    assert exact.size == 108
     got = paired_bootstrap(before, after, resamples=100_000, seed=2)
-    assert got["diff"] == pytest.approx(d.mean())
+    assert got["diff"] == pytest.approx(d.mean()) == pytest.approx(exact.mean())
+    assert got["se"] == pytest.approx(exact.std(), rel=0.02)
     _check_interval_against_exact(got["ci95"], exact)
+    # the exact variance in closed form, from the two-way sums of squares (stats.paired_bootstrap)
+    g, rows, cols = d.mean(), d.mean(axis=1), d.mean(axis=0)
+    ss_seed, ss_problem = P * ((rows - g) ** 2).sum(), S * ((cols - g) ** 2).sum()
+    ss_res = ((d - rows[:, None] - cols + g) ** 2).sum()
+    assert exact.var() == pytest.approx(ss_seed / (S * S * P) + ss_problem / (S * P * P) + ss_res / (S * P) ** 2)
+
+
+def test_paired_bootstrap_keeps_a_problem_effect_shared_by_the_seeds():
+    """Every seed sees the same per-problem differences: the seeds add no information, so the
+    2-D interval is as wide as the 1-D one over problems (a nested bootstrap, redrawing problems
+    within each seed, would shrink it by about sqrt(S))."""
+    row = np.random.default_rng(5).normal(size=40)
+    d = np.tile(row, (4, 1))
+    two = paired_bootstrap(np.zeros_like(d), d, resamples=20_000, seed=3)
+    one = paired_bootstrap(np.zeros_like(row), row, resamples=20_000, seed=3)
+    assert two["diff"] == pytest.approx(one["diff"])
+    assert two["se"] == pytest.approx(one["se"], rel=0.03)
+    assert two["se"] == pytest.approx(row.std() / math.sqrt(row.size), rel=0.03)
 
 
 def test_paired_bootstrap_is_not_vacuous():
@@ -78,38 +100,59 @@ def test_min_detectable_difference():
     assert min_detectable_difference(0.01) == pytest.approx(0.02801585, rel=1e-5)
 
 
-def test_variance_components_match_the_anova_sums_of_squares():
-    """Against the textbook one-way ANOVA written as loops: MS_within = SS_within / (S (P - 1)),
-    MS_between = P SS_between / (S - 1), var_seed = (MS_between - MS_within) / P."""
+def _two_way_anova(d):
+    """Mean squares of a two-way table without replication, as loops over the cells."""
+    S, P = len(d), len(d[0])
+    rows = [sum(d[s][p] for p in range(P)) / P for s in range(S)]
+    cols = [sum(d[s][p] for s in range(S)) / S for p in range(P)]
+    grand = sum(rows) / S
+    ms_seed = P * sum((rows[s] - grand) ** 2 for s in range(S)) / (S - 1)
+    ms_problem = S * sum((cols[p] - grand) ** 2 for p in range(P)) / (P - 1)
+    ms_res = sum((d[s][p] - rows[s] - cols[p] + grand) ** 2 for s in range(S) for p in range(P)) / ((S - 1) * (P - 1))
+    return ms_seed, ms_problem, ms_res
+
+
+def test_variance_components_match_the_two_way_anova():
+    """Against the textbook two-way ANOVA (no replication) written as loops: var_e = MS_res,
+    var_seed = (MS_seed - MS_res) / P, var_problem = (MS_problem - MS_res) / S."""
     rng = np.random.default_rng(3)
-    d = rng.normal(size=(4, 7)) + rng.normal(size=(4, 1))
+    d = rng.normal(size=(4, 7)) + rng.normal(size=(4, 1)) + 2 * rng.normal(size=(1, 7))
     S, P = d.shape
-    means = [sum(row) / P for row in d]
-    grand = sum(means) / S
-    ms_within = sum((x - m) ** 2 for row, m in zip(d, means) for x in row) / (S * (P - 1))
-    ms_between = P * sum((m - grand) ** 2 for m in means) / (S - 1)
-    var_seed, var_problem = variance_components(d)
-    assert var_problem == pytest.approx(ms_within)
-    assert var_seed == pytest.approx((ms_between - ms_within) / P)
-    assert variance_components(np.array([[0.0, 1.0], [0.0, 1.0]]))[0] == 0.0  # floored, not negative
+    ms_seed, ms_problem, ms_res = _two_way_anova(d.tolist())
+    vc = variance_components(d)
+    assert vc.residual == pytest.approx(ms_res)
+    assert vc.seed == pytest.approx((ms_seed - ms_res) / P)
+    assert vc.problem == pytest.approx((ms_problem - ms_res) / S)
+    assert vc.seed > 0 and vc.problem > 0
+    # additive without noise: the components are the sample variances of the effects, residual 0
+    a, b = np.array([0.0, 0.1, 0.3]), np.array([0.0, 0.5, 0.0, 0.2])
+    assert variance_components(a[:, None] + b) == pytest.approx((a.var(ddof=1), b.var(ddof=1), 0.0))
+    # identical rows (a problem effect shared by both seeds): all problem variance, none seed
+    assert variance_components(np.array([[0.0, 0.5, 0.0], [0.0, 0.5, 0.0]])) == pytest.approx((0.0, 1 / 12, 0.0))
+    assert variance_components(np.array([[0.0, 1.0], [1.0, 0.0]])) == (0.0, 0.0, 1.0)  # floored, not negative
+    assert design_se(0.04, 0.09, 0.25, 4, 9) == pytest.approx(math.sqrt(0.01 + 0.01 + 0.25 / 36))
     with pytest.raises(ValueError, match="at least 2 of each"):
         variance_components(np.zeros((1, 5)))
 
 
 def test_min_detectable_difference_has_its_power_in_simulation():
-    """Data drawn from the nested model (a seed effect, then independent problem noise) with known
-    variances: the estimated components are unbiased, nested_se is the spread of the grand mean,
-    and a true difference of min_detectable_difference is detected in 80% of the experiments."""
-    var_seed, var_problem, S, P, R = 0.01, 0.09, 10, 30, 4000
-    se = nested_se(var_seed, var_problem, S, P)
+    """Data drawn from the crossed model d = mu + a_s + b_p + e_sp with known variances: the
+    estimated components are unbiased, design_se is the spread of the grand mean (the nested
+    formula, which lets the problem effect average out over seeds, is far below it), and a true
+    difference of min_detectable_difference is detected in 80% of the experiments."""
+    var_seed, var_problem, var_res, S, P, R = 0.002, 0.04, 0.02, 5, 40, 4000
+    se = design_se(var_seed, var_problem, var_res, S, P)
     mdd = min_detectable_difference(se)
     rng = np.random.default_rng(4)
-    d = (mdd + rng.normal(0, math.sqrt(var_seed), (R, S, 1)) + rng.normal(0, math.sqrt(var_problem), (R, S, P)))
-    estimates = np.array([variance_components(x) for x in d])  # (R, 2)
-    assert estimates[:, 0].mean() == pytest.approx(var_seed, rel=0.05)
-    assert estimates[:, 1].mean() == pytest.approx(var_problem, rel=0.01)
+    d = (mdd + rng.normal(0, math.sqrt(var_seed), (R, S, 1)) + rng.normal(0, math.sqrt(var_problem), (R, 1, P))
+         + rng.normal(0, math.sqrt(var_res), (R, S, P)))
+    estimates = np.array([variance_components(x) for x in d])  # (R, 3)
+    assert estimates.mean(axis=0) == pytest.approx([var_seed, var_problem, var_res], rel=0.05)
     means = d.mean(axis=(1, 2))
-    assert means.std() == pytest.approx(se, rel=0.05)
+    assert means.std() == pytest.approx(se, rel=0.03)
+    assert means.std() > 1.3 * math.sqrt(var_seed / S + (var_problem + var_res) / (S * P))
+    predicted = np.sqrt(estimates[:, 0] / S + estimates[:, 1] / P + estimates[:, 2] / (S * P))
+    assert np.median(predicted) == pytest.approx(se, rel=0.05)
     detected = np.abs(means) / se > statistics.NormalDist().inv_cdf(0.975)
     assert detected.mean() == pytest.approx(0.8, abs=0.025)
 

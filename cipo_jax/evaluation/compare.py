@@ -20,7 +20,8 @@ outcomes (compare.json "per_seed"); each arm's mean ± SE over seeds; each arm a
 (grpo when it is an arm, else the first arm): the paired difference with a 95% bootstrap CI over
 seeds x problems for held-out metrics (over seeds for training reward, steps, tokens and time),
 and the smallest pass@1 difference the design detects with 80% power (two-sided 5%), from the
-seed-to-seed and problem-to-problem variance measured.
+seed, problem and residual variance components measured. Seeds x problems is a crossed design
+(every seed sees the same problems), and both the bootstrap and the power figure treat it so.
 
 Resume: a run whose final checkpoint exists is not trained again and every evaluation is cached
 in its run directory (evals/), so a killed comparison rerun with the same --out redoes nothing
@@ -152,8 +153,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def paired(base: list[dict[str, Any]], arm: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """{metric: {"diff", "ci95", "se"}} of arm - base, seed by seed: a two-level bootstrap over
-    seeds x problems for held-out metrics, over seeds for the per-run ones."""
+    """{metric: {"diff", "ci95", "se"}} of arm - base, seed by seed: a crossed bootstrap over
+    seeds x problems (seeds and problems each resampled once per resample) for held-out metrics,
+    over seeds for the per-run ones."""
     from cipo_jax.stats import paired_bootstrap
 
     if [r["seed"] for r in base] != [r["seed"] for r in arm]:
@@ -170,14 +172,15 @@ def paired(base: list[dict[str, Any]], arm: list[dict[str, Any]]) -> dict[str, d
 
 def power(base: list[dict[str, Any]], arm: list[dict[str, Any]]) -> dict[str, float]:
     """The smallest pass@1 difference (arm - base) detected with 80% power by a two-sided 5% test,
-    for this many seeds and problems, from the variance components of the paired differences."""
-    from cipo_jax.stats import min_detectable_difference, nested_se, variance_components
+    for this many seeds and problems, from the variance components (seed, problem, residual) of
+    the paired differences in the crossed seeds x problems design."""
+    from cipo_jax.stats import design_se, min_detectable_difference, variance_components
 
     d = problem_values(arm)["pass@1"] - problem_values(base)["pass@1"]  # (S, P)
-    var_seed, var_problem = variance_components(d)
-    se = nested_se(var_seed, var_problem, *d.shape)
+    var_seed, var_problem, var_residual = variance_components(d)
+    se = design_se(var_seed, var_problem, var_residual, *d.shape)
     return {"seeds": d.shape[0], "problems": d.shape[1], "var_seed": var_seed, "var_problem": var_problem,
-            "se": se, "mdd": min_detectable_difference(se)}
+            "var_residual": var_residual, "se": se, "mdd": min_detectable_difference(se)}
 
 
 def pass_at_k_curve(summary: dict[str, dict[str, float]]) -> dict[str, list[float]]:
@@ -219,7 +222,8 @@ def markdown_table(view: dict[str, Any], baseline: str) -> str:
 
 def power_statement(view: dict[str, Any], baseline: str) -> str:
     parts = [f"{arm} vs {baseline}: {p['mdd']:.3f} (seed variance {p['var_seed']:.2e}, problem variance "
-             f"{p['var_problem']:.2e})" for arm, p in view["power"].items()]
+             f"{p['var_problem']:.2e}, residual variance {p['var_residual']:.2e})"
+             for arm, p in view["power"].items()]
     p = next(iter(view["power"].values()))
     return (f"Smallest pass@1 difference detected with 80% power (two-sided 5%) with {p['seeds']} seeds x "
             f"{p['problems']} problems: " + "; ".join(parts) + ".")
@@ -230,8 +234,8 @@ def markdown_report(views: dict[str, dict[str, Any]], baseline: str, budget: flo
     metrics, over seeds for the per-run ones."""
     blocks = [f"{VIEWS[name].format(budget=budget)}:\n\n{markdown_table(view, baseline)}\n\n"
               f"{power_statement(view, baseline)}\n" for name, view in views.items()]
-    note = ("Mean ± standard error over seeds. Paired differences: 95% bootstrap CI over seeds x problems "
-            "(held-out metrics) or over seeds (training reward, steps, tokens, time).\n")
+    note = ("Mean ± standard error over seeds. Paired differences: 95% bootstrap CI over seeds x problems, "
+            "crossed (held-out metrics), or over seeds (training reward, steps, tokens, time).\n")
     return note + "\n" + "\n".join(blocks)
 
 
