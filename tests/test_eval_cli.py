@@ -1,5 +1,6 @@
 """`python -m cipo_jax eval` on a tiny trained run, checked against an independent greedy
-decode scored with the arithmetic answer rule."""
+decode scored with the arithmetic answer rule; the same policy exported as a Hugging Face
+directory evaluates identically; bad checkpoints are one-line errors."""
 
 import json
 
@@ -62,7 +63,27 @@ def test_eval_cli_sampled_pass_at_k_is_monotone(tiny_run, tmp_path):
 def test_eval_cli_bad_checkpoint_is_one_line_error(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"eval: {tmp_path} is not a cipo_jax run directory (no config.yaml)"
+    assert err == (f"eval: {tmp_path} is not a cipo_jax run directory (no config.yaml) "
+                   f"nor a Hugging Face directory (no config.json)")
+
+
+def test_eval_cli_bad_model_paths_are_one_line_errors(tmp_path, capsys):
+    forms = "give a run directory (config.yaml), a Hugging Face directory (config.json), a .gguf file or 'smollm2'"
+    missing = tmp_path / "nowhere.gguf"
+    assert main(["eval", "--checkpoint", str(missing), "--tasks", "champ"]) == 2
+    assert capsys.readouterr().err.strip() == f"eval: {missing} does not exist; {forms}"
+    text = tmp_path / "model.gguf"
+    text.write_text("not a model")
+    assert main(["eval", "--checkpoint", str(text), "--tasks", "champ"]) == 2
+    assert capsys.readouterr().err.strip() == f"eval: {text} is not a GGUF file (it starts with b'not ', not b'GGUF'); {forms}"
+
+
+def test_eval_cli_model_without_run_needs_tasks_and_has_no_steps(smollm2_gguf, capsys):
+    assert main(["eval", "--checkpoint", str(smollm2_gguf)]) == 2
+    assert capsys.readouterr().err.strip() == (f"eval: gguf:{smollm2_gguf} is not a run: name the tasks with --tasks "
+                                               "(e.g. humaneval, champ, gym:chain_sum)")
+    assert main(["eval", "--checkpoint", "smollm2", "--tasks", "champ", "--step", "3"]) == 2
+    assert capsys.readouterr().err.strip() == "eval: --step applies to a run directory; smollm2 is a model without steps"
 
 
 @pytest.mark.slow
@@ -88,3 +109,19 @@ def test_curve_points_agree_with_eval(tiny_run, tmp_path):
     assert test[1]["pass@1"] == pytest.approx(result["pass_at_k"]["1"])
     assert result["pass_at_k_se"]["1"] == pytest.approx(test[1]["pass@1_se"])
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_eval_of_an_exported_directory_equals_eval_of_its_run(tiny_run, tmp_path):
+    """The same policy reached two ways (the run's checkpoint, and `export` of it as a Hugging Face
+    directory with its sentencepiece tokenizer) gives the same evaluation at the same settings."""
+    export = tmp_path / "hf"
+    assert main(["export", "--checkpoint", str(tiny_run), "--step", "1", "--out", str(export)]) == 0
+    same = ["--n", "4", "--size", "12", "--temperature", "1.0", "--max-new-tokens", "32", "--rows-per-call", "512"]
+    assert main(["eval", "--checkpoint", str(tiny_run), "--step", "1", *same, "--out", str(tmp_path / "run.json")]) == 0
+    assert main(["eval", "--checkpoint", str(export), "--tasks", "arith:digits=1,operands=3,ops=+", *same,
+                 "--out", str(tmp_path / "hf.json")]) == 0
+    run, hf = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("run", "hf"))
+    assert hf["checkpoint"] == f"hf:{export}" and hf["settings"] == run["settings"]
+    for key in ("pass_at_k", "self_correction", "per_problem", "pass_at_k_se"):
+        assert hf[key] == run[key], key

