@@ -125,3 +125,12 @@ def test_eval_of_an_exported_directory_equals_eval_of_its_run(tiny_run, tmp_path
     assert hf["checkpoint"] == f"hf:{export}" and hf["settings"] == run["settings"]
     for key in ("pass_at_k", "self_correction", "per_problem", "pass_at_k_se"):
         assert hf[key] == run[key], key
+
+
+def test_export_bad_checkpoint_is_one_line_error(tmp_path, capsys):
+    text = tmp_path / "weights.bin"
+    text.write_text("nope")
+    assert main(["export", "--checkpoint", str(text), "--out", str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: ValueError: {text} is not a GGUF file")
+    assert not (tmp_path / "hf").exists()
