@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(PYTHON) -m cipo_jax demo
 
 test: $(STAMP)
-	$(PYTHON) -m pytest -q tests
+	$(PYTHON) -m pytest -q --durations=25 tests
 
 # Everything not marked slow: the check to run while working.
 test-fast: $(STAMP)
