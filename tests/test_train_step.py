@@ -33,7 +33,7 @@ def _batch(rows=N, seed=0, with_corrections=True) -> LossBatch:
     return LossBatch.create(tokens, mask, old, rng.normal(size=rows), stream, nll)
 
 
-def _step(batch, accum, *, loss_cfg, mesh=None, completion_width=None, repeat=1, tx=None):
+def _step(batch, accum, *, loss_cfg, mesh=None, completion_width=None, repeat=1, tx=None, at_pi_old=False):
     model = _model()
     if mesh is not None:
         model = shard_model(model, mesh)
@@ -45,7 +45,7 @@ def _step(batch, accum, *, loss_cfg, mesh=None, completion_width=None, repeat=1,
                                   completion_width=completion_width)
     norms = loss_normalisers(batch, loss_cfg)
     for _ in range(repeat):
-        state, metrics = update(state, step_lib.split_micro(batch, accum, mesh), norms)
+        state, metrics = update(state, step_lib.split_micro(batch, accum, mesh), norms, at_pi_old=at_pi_old)
     return state, {k: float(v) for k, v in metrics.items()}, start
 
 
@@ -117,15 +117,33 @@ def test_completion_window_gives_the_full_update(width):
     assert _max_diff(full.params, short.params) > 1e-4
 
 
+def test_at_pi_old_takes_every_ratio_against_the_steps_own_forward():
+    batch = _batch()  # its old_logp are random, far from the model's
+    _, own, _ = _step(batch, 2, loss_cfg=CFG, at_pi_old=True)
+    _, given, _ = _step(batch, 2, loss_cfg=CFG)
+    # Ratio 1 everywhere: nothing clipped, no drift from pi_old ("kl" without a KL term).
+    assert own["clip_frac"] == 0.0 and own["kl"] == 0.0
+    assert given["clip_frac"] > 0.0 and given["kl"] > 0.0
+
+
+def test_logprobs_in_micro_batches_equal_one_forward():
+    graphdef, params, rest = step_lib.split_model(_model())
+    tokens = _batch().tokens
+    whole, _ = step_lib.policy_logprobs(graphdef, params, rest, tokens, 0.7)
+    micro = step_lib.make_logprobs(graphdef, rest, 0.7)(params, step_lib.split_micro(tokens, 4, None))
+    np.testing.assert_allclose(micro.reshape(tokens.shape), whole, atol=1e-6)
+
+
 def test_later_updates_compile_nothing():
     graphdef, params, rest = step_lib.split_model(_model())
     tx = step_lib.make_optimizer(OptimConfig(lr=1e-2, warmup_steps=0, schedule="constant"), 10)
     state = step_lib.init_state(params, tx)
     update = step_lib.make_update(graphdef, rest, tx, loss_cfg=CFG, completion_width=T - 8)
     counts = []
-    for seed in range(3):  # new rows each step, same shapes
+    for seed in range(3):  # new rows each step, same shapes; at_pi_old is traced
         batch = _batch(seed=seed)
-        state, metrics = update(state, step_lib.split_micro(batch, 2, None), loss_normalisers(batch, CFG))
+        state, metrics = update(state, step_lib.split_micro(batch, 2, None), loss_normalisers(batch, CFG),
+                                at_pi_old=seed == 1)
         counts.append((float(metrics["compiles"]), float(metrics["compile_s"])))
     assert counts[0][0] >= 1 and counts[0][1] > 0
     assert counts[1] == counts[2]

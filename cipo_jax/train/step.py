@@ -111,8 +111,30 @@ def policy_logprobs(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State, 
     return place(logp), place(entropy)
 
 
+def make_logprobs(graphdef: nnx.GraphDef, rest: nnx.State, temperature: float) -> Callable:
+    """The jitted `(params, tokens [A, n, T]) -> logp [A, n, T]`: the training forward's log-probs
+    (of `policy_logprobs`, at the sampling temperature), one micro-batch of n rows at a time so
+    that only one micro-batch's logits ever exist. Takes the update's `split_micro` layout, so
+    it compiles once per shape bucket of the update."""
+
+    def logprobs(params: nnx.State, tokens: jax.Array) -> jax.Array:
+        return jax.lax.map(lambda t: policy_logprobs(graphdef, params, rest, t, temperature)[0], tokens)
+
+    return jax.jit(logprobs)
+
+
 def _tree_add(a, b):
     return jax.tree.map(jnp.add, a, b)
+
+
+def _with_own_pi_old(micro: LossBatch, logp: jax.Array, at_pi_old: jax.Array, beta_kl: float) -> LossBatch:
+    """`micro` with log pi_old taken from this very forward when `at_pi_old`, so that the ratio is
+    exactly 1. In bf16 no separately compiled forward (the sampler's, a recompute) matches the
+    update's bit for bit: XLA keeps excess precision wherever a program's fusions allow. Without a
+    KL term ref_logp stands for pi_old too (the trainer's drift metric "kl") and follows."""
+    own = lambda x: jnp.where(at_pi_old, jax.lax.stop_gradient(logp), x)  # noqa: E731
+    return micro.replace(old_logp=own(micro.old_logp),
+                         ref_logp=micro.ref_logp if beta_kl > 0 else own(micro.ref_logp))
 
 
 def make_update(graphdef: nnx.GraphDef, rest: nnx.State, tx: optax.GradientTransformation, *,
@@ -122,30 +144,32 @@ def make_update(graphdef: nnx.GraphDef, rest: nnx.State, tx: optax.GradientTrans
 
     completion_width: an upper bound on the counted tokens of a row (e.g. the sampler's
     max_new_tokens), to score only that window; None scores every position.
+    The step's `at_pi_old=True` (traced: no recompile) says the parameters are still those that
+    sampled the rows: the ratio is then taken against the step's own forward (`_with_own_pi_old`).
     """
 
-    def micro_loss(params, micro: LossBatch, norms: Normalisers | jax.Array):
+    def micro_loss(params, micro: LossBatch, norms: Normalisers | jax.Array, at_pi_old: jax.Array):
         start = jnp.argmax(micro.completion_mask > 0, axis=1) if completion_width else None
         logp, entropy = policy_logprobs(graphdef, params, rest, micro.tokens, temperature,
                                         window_start=start, completion_width=completion_width)
         if loss_cfg is None:
             return sft_loss(logp, micro, norms)
-        return cipo_loss(logp, entropy, micro, norms, loss_cfg)
+        return cipo_loss(logp, entropy, _with_own_pi_old(micro, logp, at_pi_old, loss_cfg.beta_kl), norms, loss_cfg)
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
-    def update(state: TrainState, batches: LossBatch | tuple[LossBatch, ...], norms
+    def update(state: TrainState, batches: LossBatch | tuple[LossBatch, ...], norms, at_pi_old
                ) -> tuple[TrainState, dict[str, jax.Array]]:
         # Several groups of rows, each with its own padded length (e.g. short first attempts
         # and long correction prompts), add into one gradient without padding all to the longest.
         batches = (batches,) if isinstance(batches, LossBatch) else tuple(batches)
         first = jax.tree.map(lambda x: x[0], batches[0])
-        metrics_shape = jax.eval_shape(lambda: micro_loss(state.params, first, norms)[1])
+        metrics_shape = jax.eval_shape(lambda: micro_loss(state.params, first, norms, at_pi_old)[1])
         carry = (jax.tree.map(jnp.zeros_like, state.params),
                  jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics_shape))
 
         def body(carry, micro):
-            (_, metrics), grads = grad_fn(state.params, micro, norms)
+            (_, metrics), grads = grad_fn(state.params, micro, norms, at_pi_old)
             return _tree_add(carry, (grads, metrics)), None
 
         for batch in batches:
@@ -163,17 +187,18 @@ def make_update(graphdef: nnx.GraphDef, rest: nnx.State, tx: optax.GradientTrans
 
     jitted = jax.jit(update, donate_argnums=(0,))
 
-    def run(state: TrainState, batches, norms) -> tuple[TrainState, dict[str, jax.Array]]:
-        state, metrics = jitted(state, batches, norms)
+    def run(state: TrainState, batches, norms, *, at_pi_old: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
+        state, metrics = jitted(state, batches, norms, jnp.asarray(at_pi_old))
         count, seconds = compile_stats()
         return state, {**metrics, "compiles": jnp.float32(count), "compile_s": jnp.float32(seconds)}
 
     return run
 
 
-def split_micro(batch: LossBatch, accum: int, mesh: Mesh | None) -> LossBatch:
-    """[N, ...] -> [accum, N/accum, ...], rows sharded over the data axes of `mesh`."""
-    N = batch.tokens.shape[0]
+def split_micro(batch: Any, accum: int, mesh: Mesh | None) -> Any:
+    """[N, ...] -> [accum, N/accum, ...] for every array of `batch` (a LossBatch, or one array),
+    rows sharded over the data axes of `mesh`."""
+    N = jax.tree.leaves(batch)[0].shape[0]
     if N % accum:
         raise ValueError(f"{N} rows do not split into {accum} micro-batches")
     out = jax.tree.map(lambda x: jnp.reshape(x, (accum, N // accum) + x.shape[1:]), batch)
