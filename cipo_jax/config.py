@@ -87,6 +87,10 @@ class SamplingConfig:
     temperature: float = 1.0
     top_k: Optional[int] = None
     top_p: Optional[float] = None
+    # log pi_old from the training forward instead of the sampler (docs/sampling.md): the two agree
+    # to 1e-4 in fp32 but not in bf16, where the gap would push the first update's ratio off 1.
+    # One more forward per step; logs logprob_gap_mean/max.
+    recompute_logprobs: bool = False
 
 
 @dataclass(frozen=True)

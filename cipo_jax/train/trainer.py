@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 ROW_BUCKET = 32  # rows per jitted-step shape bucket
 UPDATE_METRICS = (*LOSS_METRICS, "grad_norm")  # what one optimizer update reports
+# |sampler - training forward| log-prob over a step's counted tokens, with sampling.recompute_logprobs
+GAP_METRICS = ("logprob_gap_mean", "logprob_gap_max")
 
 
 class TrainingError(RuntimeError):
@@ -104,6 +106,21 @@ def _concat_rows(batches: list[LossBatch]) -> LossBatch:
     return jax.tree.map(lambda *xs: jnp.concatenate([pad(x) for x in xs]), *batches)
 
 
+def recomputed_old_logp(sampler_logp: np.ndarray, recomputed: np.ndarray, mask: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(log pi_old: the training forward's log-probs on counted tokens, |sampler - recomputed| there)."""
+    counted = mask > 0
+    return np.where(counted, recomputed, sampler_logp), np.abs(sampler_logp - recomputed)[counted]
+
+
+def logprob_gap_metrics(gaps: list[np.ndarray]) -> dict[str, float]:
+    """GAP_METRICS of one step from the per-batch gaps of `recomputed_old_logp`."""
+    gap = np.concatenate(gaps)
+    if not gap.size:
+        return dict.fromkeys(GAP_METRICS, float("nan"))
+    return {"logprob_gap_mean": float(gap.mean()), "logprob_gap_max": float(gap.max())}
+
+
 def task_stream(tasks: list[Task], seed: int, cursor: int, count: int) -> list[Task]:
     """Prompts [cursor, cursor+count) of the endless stream: each epoch a fresh permutation."""
     out = []
@@ -147,8 +164,7 @@ class Trainer:
         self.ckpt = Checkpointer(self.run_dir / "checkpoints", keep=cfg.run.keep_checkpoints)
         self._update = step_lib.make_update(self.graphdef, self.rest, self.tx, loss_cfg=self.loss_cfg,
                                             temperature=cfg.sampling.temperature)
-        self._ref_logp = jax.jit(lambda p, tokens: step_lib.policy_logprobs(
-            self.graphdef, p, self.rest, tokens, cfg.sampling.temperature)[0])
+        self._logp = step_lib.make_logprobs(self.graphdef, self.rest, cfg.sampling.temperature)
 
     # ------------------------------------------------------------------------- checkpoints
     def save(self, *, force: bool = False) -> None:
@@ -205,16 +221,32 @@ class Trainer:
         previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
         return previous
 
-    def _pack(self, rows: list[Row], unit: int) -> LossBatch:
+    def _logprobs(self, params, tokens: np.ndarray, accum: int) -> np.ndarray:
+        """The training forward's log-probs [N, T] of `tokens` under `params`, in the update's micro-batches."""
+        micro = step_lib.split_micro(jnp.asarray(tokens), accum, self.mesh)
+        return distributed.to_host(self._logp(params, micro)).reshape(tokens.shape)
+
+    def _pack(self, rows: list[Row], accum: int) -> tuple[LossBatch, np.ndarray | None]:
+        """The loss batch of `rows` in `accum` micro-batches, and with sampling.recompute_logprobs
+        the |sampler - training forward| log-prob gap of its counted tokens (else None).
+
+        Call before this step's first update: the current parameters are then pi_old's.
+        """
+        unit = accum * self.shards
         packed = pack_rows(rows, row_multiple=unit * -(-ROW_BUCKET // unit),
                            max_len=self.model.config.max_position_embeddings)
+        old_logp, gap = packed["old_logp"], None
+        if self.cfg.sampling.recompute_logprobs:
+            old_logp, gap = recomputed_old_logp(old_logp, self._logprobs(self.state.params, packed["tokens"], accum),
+                                                packed["completion_mask"])
         # Without a reference model the "kl" metric measures the drift from pi_old instead
         # (beta_kl is 0 then, so it never enters the loss).
-        ref_logp = packed["old_logp"]
+        ref_logp = old_logp
         if self.ref_params is not None:
-            ref_logp = distributed.to_host(self._ref_logp(self.ref_params, jnp.asarray(packed["tokens"])))
-        return LossBatch.create(packed["tokens"], packed["completion_mask"], packed["old_logp"],
-                                packed["advantages"], packed["stream"], packed["nll_weight"], ref_logp=ref_logp)
+            ref_logp = self._logprobs(self.ref_params, packed["tokens"], accum)
+        batch = LossBatch.create(packed["tokens"], packed["completion_mask"], old_logp, packed["advantages"],
+                                 packed["stream"], packed["nll_weight"], ref_logp=ref_logp)
+        return batch, gap
 
     def _optimise(self, rows: list[Row], step: int) -> tuple[dict[str, float], int]:
         """minibatches x (accumulated, sharded) updates on one rollout batch; (mean metrics, skipped).
@@ -233,13 +265,20 @@ class Trainer:
                 part = [group[i] for i in order[k * len(group) // mb:(k + 1) * len(group) // mb]]
                 if part:
                     shares[k].append(part)
+        # Every minibatch is packed before the first update changes the parameters (pi_old).
+        packed = [[self._pack(g, accum) for g in groups] for groups in shares]
         sums: dict[str, float] = {}
+        if cfg.sampling.recompute_logprobs:
+            sums.update(logprob_gap_metrics([gap for part in packed for _, gap in part]))
         skipped = 0
-        for groups in shares:
-            batches = [self._pack(g, accum * self.shards) for g in groups]
+        for i, part in enumerate(packed):
+            batches = [batch for batch, _ in part]
             norms = loss_normalisers(_concat_rows(batches), self.loss_cfg)
             micro = tuple(step_lib.split_micro(b, accum, self.mesh) for b in batches)
-            self.state, metrics = self._update(self.state, micro, norms)
+            # The first update takes log pi_old from its own forward (a ratio of exactly 1, bf16
+            # included); later ones, after the parameters moved, from the recomputed log-probs.
+            at_pi_old = cfg.sampling.recompute_logprobs and i == 0
+            self.state, metrics = self._update(self.state, micro, norms, at_pi_old=at_pi_old)
             metrics = {k: float(v) for k, v in metrics.items()}
             skipped += int(metrics.pop("skipped"))
             for name, v in metrics.items():
@@ -266,7 +305,8 @@ class Trainer:
         # computed at all; the row count is bucketed so the step compiles for few shapes.
         rows = [r for r in ro.rows if r.counted]
         # No row in any loss term: no update at all (Adam's momentum would still move the weights).
-        sums, skipped = self._optimise(rows, step) if rows else (dict.fromkeys(UPDATE_METRICS, float("nan")), 0)
+        none = (*UPDATE_METRICS, *(GAP_METRICS if cfg.sampling.recompute_logprobs else ()))
+        sums, skipped = self._optimise(rows, step) if rows else (dict.fromkeys(none, float("nan")), 0)
         out = dict(ro.metrics)
         out.update(sums)
         out["time_update"] = time.perf_counter() - t_update
