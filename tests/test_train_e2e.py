@@ -27,6 +27,7 @@ def test_train_writes_metrics_config_and_checkpoints(run_dir):
     for key in REQUIRED:
         assert key in rows[-1], key
     assert rows[-1]["corr_count"] == 3 * 2
+    assert rows[0]["compiles"] == rows[1]["compiles"]  # on the 8-device fsdp mesh, too
     assert (run_dir / "config.yaml").is_file() and (run_dir / "tokenizer.model").is_file()
     assert checkpoint_steps(run_dir) == [0, 1, 2]
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -134,16 +134,42 @@ def test_logprobs_in_micro_batches_equal_one_forward():
     np.testing.assert_allclose(micro.reshape(tokens.shape), whole, atol=1e-6)
 
 
-def test_later_updates_compile_nothing():
-    graphdef, params, rest = step_lib.split_model(_model())
+@pytest.mark.parametrize("devices", [None, 1, 8], ids=["no_mesh", "one_device_mesh", "fsdp8_mesh"])
+def test_later_updates_compile_nothing(devices):
+    # The state the first update gets must be laid out as the update returns it. On a one-device
+    # mesh (a single-CPU/GPU run) init_state's step counters kept a SingleDeviceSharding; on an
+    # fsdp mesh the Adam moments were replicated and XLA returned some parameters resharded.
+    mesh = None if devices is None else make_mesh(MeshConfig(), jax.devices()[:devices])
+    model = _model() if mesh is None else shard_model(_model(), mesh)
+    graphdef, params, rest = step_lib.split_model(model)
     tx = step_lib.make_optimizer(OptimConfig(lr=1e-2, warmup_steps=0, schedule="constant"), 10)
-    state = step_lib.init_state(params, tx)
+    state = step_lib.init_state(params, tx, mesh)
     update = step_lib.make_update(graphdef, rest, tx, loss_cfg=CFG, completion_width=T - 8)
     counts = []
     for seed in range(3):  # new rows each step, same shapes; at_pi_old is traced
         batch = _batch(seed=seed)
-        state, metrics = update(state, step_lib.split_micro(batch, 2, None), loss_normalisers(batch, CFG),
-                                at_pi_old=seed == 1)
+        micro = step_lib.split_micro(batch, 2, mesh)
+        norms = loss_normalisers(batch, CFG)
+        state, metrics = update(state, micro, norms, at_pi_old=seed == 1)
         counts.append((float(metrics["compiles"]), float(metrics["compile_s"])))
     assert counts[0][0] >= 1 and counts[0][1] > 0
-    assert counts[1] == counts[2]
+    assert counts[0] == counts[1] == counts[2]  # all compiles happened in the first update
+
+
+@pytest.mark.slow
+def test_training_run_compiles_nothing_after_its_first_step(tmp_path, monkeypatch):
+    """Three CIPO steps (corrections on) of the small run on a one-device mesh, as a single-device
+    run has: sampler, log-probs and update all compile in step 1, and `compiles` stays put. No
+    SFT (its compiles precede step 1 anyway): every row is counted, so each step still updates."""
+    from cipo_jax.config import load_config
+    from cipo_jax.train import trainer as trainer_lib
+    from cipo_jax.train.metrics import read_metrics
+
+    monkeypatch.setattr(trainer_lib, "make_mesh", lambda cfg: make_mesh(cfg, jax.devices()[:1]))
+    cfg = load_config("tests/small.yaml", [f"run.run_dir={tmp_path}", "run.steps=3", "run.ckpt_every=10",
+                                           "sft.steps=0"])
+    trainer_lib.train(cfg, progress_bar=False)
+    rows = read_metrics(tmp_path)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(r["corr_count"] > 0 and np.isfinite(r["loss"]) for r in rows)  # corrections, an update each step
+    assert [r["compiles"] for r in rows] == [rows[0]["compiles"]] * 3

@@ -72,15 +72,20 @@ def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
 
 
 def init_state(params: nnx.State, tx: optax.GradientTransformation, mesh: Mesh | None = None) -> TrainState:
-    # jit places the optimizer moments with the same shardings as the parameters they follow.
-    state = TrainState(params=params, opt_state=jax.jit(tx.init)(params), updates=jnp.zeros((), jnp.int32))
+    """The state before the first update, with every array placed as the jitted update returns it,
+    so that the second update does not compile again."""
+    # Not jitted: the moments (zeros_like of each parameter) then keep their parameter's sharding.
+    # A jitted init drops its unused inputs and makes every moment on one device; replicated
+    # across the mesh they cost memory and mismatch the FSDP-sharded moments the update returns.
+    state = TrainState(params=params, opt_state=tx.init(params), updates=jnp.zeros((), jnp.int32))
     if mesh is None:
         return state
-    # Scalars (step counts) come out on one device; replicate them so that every array of the
-    # state lives on the mesh (checkpoint restore and donation need one device set).
+    # Scalars (step counts) come out with a SingleDeviceSharding, even on a one-device mesh; the
+    # update returns them replicated on the mesh (checkpoint restore and donation also need
+    # every array on the mesh).
     replicated = NamedSharding(mesh, PartitionSpec())
-    devices = set(mesh.devices.flat)
-    return jax.tree.map(lambda x: x if x.sharding.device_set == devices else jax.device_put(x, replicated), state)
+    on_mesh = lambda x: isinstance(x.sharding, NamedSharding) and x.sharding.mesh == mesh  # noqa: E731
+    return jax.tree.map(lambda x: x if on_mesh(x) else jax.device_put(x, replicated), state)
 
 
 def policy_logprobs(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State, tokens: jax.Array,
@@ -185,10 +190,25 @@ def make_update(graphdef: nnx.GraphDef, rest: nnx.State, tx: optax.GradientTrans
                                updates=state.updates + finite.astype(jnp.int32))
         return new_state, {**metrics, "grad_norm": grad_norm, "skipped": (~finite).astype(jnp.float32)}
 
-    jitted = jax.jit(update, donate_argnums=(0,))
+    jitted: dict[Any, Callable] = {}
+
+    def for_layout(state: TrainState) -> Callable:
+        # On a mesh the state returns with the shardings it came in with (init_state's, i.e.
+        # shard_model's plan). Left to XLA's propagation, some come back otherwise (a norm scale
+        # sharded over fsdp, an Adam moment laid out anew), and the next update, seeing other
+        # input shardings, compiles again; so would the sampler, given the new parameters.
+        shardings = jax.tree.map(lambda x: x.sharding, state)
+        leaves, treedef = jax.tree.flatten(shardings)
+        key = (treedef, tuple(leaves))
+        if key not in jitted:
+            pin = {}
+            if all(isinstance(s, NamedSharding) for s in leaves):  # metrics replicated
+                pin = {"out_shardings": (shardings, NamedSharding(leaves[0].mesh, PartitionSpec()))}
+            jitted[key] = jax.jit(update, donate_argnums=(0,), **pin)
+        return jitted[key]
 
     def run(state: TrainState, batches, norms, *, at_pi_old: bool = False) -> tuple[TrainState, dict[str, jax.Array]]:
-        state, metrics = jitted(state, batches, norms, jnp.asarray(at_pi_old))
+        state, metrics = for_layout(state)(state, batches, norms, jnp.asarray(at_pi_old))
         count, seconds = compile_stats()
         return state, {**metrics, "compiles": jnp.float32(count), "compile_s": jnp.float32(seconds)}
 
