@@ -30,7 +30,7 @@ from pathlib import Path
 # problem is a fenced function plus a short explanation (SmolLM2-135M: ~100-250 tokens), a math
 # answer a worked solution ending in a box.
 MAX_NEW_TOKENS = {"code": 256, "code_io": 256, "math": 384, "gym": 256, "exact": 64}
-PRETRAINED_DEFAULTS = {"temperature": 0.8, "rows": 48}  # rows: KV-cache rows per sampler call (memory)
+PRETRAINED_DEFAULTS = {"temperature": 0.8, "rows": 24}  # rows: sampler rows per call (KV-cache memory)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "off without a run)")
     parser.add_argument("--rows-per-call", type=int, default=None,
                         help="sampler rows per call, bounding KV-cache memory (default 512 for a run; without one "
-                             "n x a power of two, about 48 rows)")
+                             "n x a power of two, about 24 rows)")
     parser.add_argument("--out", default=None,
                         help="JSON file (default: <run dir>/eval_step<S>.json; without a run, "
                              "eval_<model>_<tasks>.json in the current directory)")
