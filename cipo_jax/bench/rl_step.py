@@ -43,15 +43,14 @@ def main(args: argparse.Namespace) -> int:
             results["trl"] = _run_trl(args, cfg, tmp)
             print(f"TRL GRPOTrainer: {results['trl']['step_s']:.1f} s/step (steps: "
                   f"{', '.join(f'{t:.1f}' for t in results['trl']['all_steps'])})", flush=True)
-        from cipo_jax.bench.step import measure
+        from cipo_jax.bench.step import PHASES, measure
 
         for arm in [a for a in args.arms.split(",") if a]:
             print(f"measuring our {arm} ({args.warmup} warm-up + {args.steps} steps)...", flush=True)
             results[arm] = measure(_config(args, tmp, arm, []), args.steps, args.warmup)
-    phases = ("time_sample", "time_verify", "time_update", "step_time", "tokens", "compiles", "compile_s")
     arms = [a for a in ("grpo", "cipo") if a in results]
     print(f"\n{'per step (mean)':<16}" + "".join(f"{a.upper():>10}" for a in arms))
-    for k in phases:
+    for k in (*PHASES, "recompiles"):
         print(f"{k:<16}" + "".join(f"{results[a][k]:>10.2f}" for a in arms))
     if "trl" in results and "grpo" in results:
         results["grpo_over_trl"] = results["grpo"]["step_time"] / results["trl"]["step_s"]

@@ -35,10 +35,13 @@ def measure(cfg, steps: int, warmup: int) -> dict[str, float]:
     try:
         with VerifierPool(workers=cfg.run.verify_workers, timeout_s=cfg.run.verify_timeout_s) as pool:
             worker = RolloutWorker(cfg, trainer.tokenizer, pool, trainer.mesh)
-            rows = [trainer.rl_step(worker) for _ in range(warmup + steps)][warmup:]
+            rows = [trainer.rl_step(worker) for _ in range(warmup + steps)]
     finally:
         trainer.close()
-    return {k: float(np.mean([r[k] for r in rows])) for k in PHASES}
+    out = {k: float(np.mean([r[k] for r in rows[warmup:]])) for k in PHASES}
+    # XLA programs compiled during the measured steps: 0 when warm-up compiled every shape.
+    out["recompiles"] = rows[-1]["compiles"] - (rows[warmup - 1]["compiles"] if warmup else 0.0)
+    return out
 
 
 def main(args: argparse.Namespace) -> int:
@@ -53,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
             results[arm] = measure(cfg, args.steps, args.warmup)
     g, c = results["grpo"], results["cipo"]
     print(f"\n{'phase (s/step)':<16}{'GRPO':>10}{'CIPO':>10}")
-    for k in PHASES:
+    for k in (*PHASES, "recompiles"):
         print(f"{k:<16}{g[k]:>10.3f}{c[k]:>10.3f}")
     time_ratio, token_ratio = c["step_time"] / g["step_time"], c["tokens"] / g["tokens"]
     print(f"\nCIPO/GRPO step time {time_ratio:.2f}x, generated tokens {token_ratio:.2f}x; "

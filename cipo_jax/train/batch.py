@@ -17,9 +17,20 @@ def round_up(x: int, multiple: int) -> int:
     return max(multiple, -(-x // multiple) * multiple)
 
 
+def bucket_rows(n: int, unit: int) -> int:
+    """The row count `n` rows are padded to: `unit` (micro-batches x shards) times 1, 2, 3, 4, 6,
+    8, 12, 16, ... (powers of two and 1.5x them). A run then compiles its step for a few shapes and
+    pads fewer than half the rows again; a fixed multiple such as 32 would pad 8 correction rows
+    to 32."""
+    units = -(-n // unit)
+    power = 1 << max(units - 1, 0).bit_length()
+    return unit * (power * 3 // 4 if power >= 4 and power * 3 // 4 >= units else power)
+
+
 def pack_rows(rows: list[Row], *, row_multiple: int = 1, len_multiple: int = 32,
-              max_len: int | None = None) -> dict[str, np.ndarray]:
-    """Padded numpy arrays for `rows`; padding rows have all-zero masks and weights."""
+              max_len: int | None = None, num_rows: int | None = None) -> dict[str, np.ndarray]:
+    """Padded numpy arrays for `rows`; padding rows have all-zero masks and weights. Rows are
+    padded to `num_rows` when given, else to a multiple of `row_multiple`."""
     if not rows:
         raise ValueError("pack_rows: no rows to pack")
     longest = max(len(r.prompt) + len(r.completion) for r in rows)
@@ -28,7 +39,9 @@ def pack_rows(rows: list[Row], *, row_multiple: int = 1, len_multiple: int = 32,
         if longest > max_len:
             raise ValueError(f"a row of {longest} tokens exceeds the model context of {max_len}")
         T = min(T, max_len)
-    N = round_up(len(rows), row_multiple)
+    N = round_up(len(rows), row_multiple) if num_rows is None else num_rows
+    if N < len(rows):
+        raise ValueError(f"pack_rows: {len(rows)} rows do not fit num_rows={N}")
     tokens = np.zeros((N, T), np.int32)
     mask = np.zeros((N, T), np.float32)
     old_logp = np.zeros((N, T), np.float32)

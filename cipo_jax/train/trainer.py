@@ -32,7 +32,7 @@ from cipo_jax.data.load import load_tasks
 from cipo_jax.data.tasks import Task
 from cipo_jax.sharding import batch_shards, make_mesh, shard_model
 from cipo_jax.train import step as step_lib
-from cipo_jax.train.batch import pack_rows
+from cipo_jax.train.batch import bucket_rows, pack_rows
 from cipo_jax.train.checkpoint import Checkpointer, abstract_like
 from cipo_jax.train.metrics import MetricsWriter, clean_value, truncate_metrics
 from cipo_jax.train.policy import build_model, build_tokenizer, checkpoint_tree, rl_optimizer
@@ -40,7 +40,6 @@ from cipo_jax.train.sft import SFTError, run_sft
 
 log = logging.getLogger(__name__)
 
-ROW_BUCKET = 32  # rows per jitted-step shape bucket
 UPDATE_METRICS = (*LOSS_METRICS, "grad_norm")  # what one optimizer update reports
 # |sampler - training forward| log-prob over a step's counted tokens, with sampling.recompute_logprobs
 GAP_METRICS = ("logprob_gap_mean", "logprob_gap_max")
@@ -233,7 +232,7 @@ class Trainer:
         Call before this step's first update: the current parameters are then pi_old's.
         """
         unit = accum * self.shards
-        packed = pack_rows(rows, row_multiple=unit * -(-ROW_BUCKET // unit),
+        packed = pack_rows(rows, num_rows=bucket_rows(len(rows), unit),
                            max_len=self.model.config.max_position_embeddings)
         old_logp, gap = packed["old_logp"], None
         if self.cfg.sampling.recompute_logprobs:
