@@ -33,3 +33,16 @@ def smollm2_tokenizer(smollm2_gguf):
     from cipo_jax.data.tokenizer import load_tokenizer
 
     return load_tokenizer(f"gguf:{smollm2_gguf}")
+
+
+@pytest.fixture
+def one_device_mesh(monkeypatch):
+    """Training runs of this test use a one-device mesh. For tests that measure learning or
+    results, not sharding (tests/test_sharding.py, test_train_e2e.py and test_multihost.py run the
+    8-device mesh): 8 device threads on a 2-core machine about double a training run's time."""
+    import jax
+
+    from cipo_jax.sharding import make_mesh
+    from cipo_jax.train import trainer
+
+    monkeypatch.setattr(trainer, "make_mesh", lambda cfg: make_mesh(cfg, jax.devices()[:1]))

@@ -65,7 +65,7 @@ def run_sft(cfg: Config, params: nnx.State, *, graphdef: nnx.GraphDef, rest: nnx
                 rows.append(Row(prompt=render(sft_request(t, pairs, cfg.sft.correction_fraction, rng), tokenizer,
                                               chat=cfg.tasks.chat, template=cfg.cipo.template),
                                 completion=completion, logprobs=[0.0] * len(completion)))
-            packed = pack_rows(rows, row_multiple=cfg.optim.grad_accum * shards, max_len=max_len)
+            packed = pack_rows(rows, row_multiple=cfg.optim.grad_accum * shards, len_multiple=8, max_len=max_len)
             batch = LossBatch.for_sft(packed["tokens"], packed["completion_mask"])
             num_tokens = jnp.float32(packed["completion_mask"].sum())
             state, metrics = update(state, step_lib.split_micro(batch, cfg.optim.grad_accum, mesh), num_tokens)
