@@ -108,6 +108,7 @@ def test_correction_prompt_longer_than_context(capsys, tmp_path):
     assert code == 2 and "a correction prompt" in line and "over the model context of 40" in line
 
 
+@pytest.mark.mesh8
 def test_mesh_does_not_divide_devices(capsys, tmp_path):
     code, line = run_train(capsys, tmp_path, TINY, "mesh.data=3")
     assert (code, line) == (2, "error: ValueError: mesh (3, -1, 1) does not divide 8 devices")

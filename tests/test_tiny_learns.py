@@ -13,7 +13,7 @@ from cipo_jax.train.runs import launch, share_warm_start
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
-def test_tiny_config_learns_for_grpo_and_cipo(tmp_path, seed, one_device_mesh):
+def test_tiny_config_learns_for_grpo_and_cipo(tmp_path, seed):
     for arm in ("grpo", "cipo"):
         run = tmp_path / arm
         if arm == "cipo":

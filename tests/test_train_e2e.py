@@ -8,6 +8,8 @@ from cipo_jax.cli import main as cli
 from cipo_jax.train.metrics import read_metrics
 from cipo_jax.train.runs import checkpoint_steps
 
+pytestmark = pytest.mark.mesh8  # the whole path on the 8-device fsdp mesh
+
 SMALL = ["--config", "tests/small.yaml", "cipo.C=3", "sft.steps=4", "run.log_tensorboard=true"]
 
 REQUIRED = ("reward_mean", "zero_var_frac", "corr_count", "corr_success", "retention", "replay_ratio", "loss_pg",

@@ -42,7 +42,7 @@ def test_welch_t_hand_case():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arm,seed", [("grpo", 0), ("cipo", 1)])
-def test_rl_raises_training_reward_on_an_unseen_task(tmp_path, arm, seed, one_device_mesh):
+def test_rl_raises_training_reward_on_an_unseen_task(tmp_path, arm, seed):
     tasks = tmp_path / "max3.jsonl"
     _max_of_three(tasks)
     run = tmp_path / f"{arm}-{seed}"
