@@ -36,7 +36,9 @@ def test_eval_cli_matches_independent_greedy_scoring(tiny_run, tmp_path, capsys)
     assert main(["eval", "--checkpoint", str(tiny_run), "--n", "4", "--size", "16", "--temperature", "0",
                  "--step", "1", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert "pass@4" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "pass@4" in printed.out
+    assert "eval: 100%" in printed.err and "96/96" in printed.err  # progress: 16 x (4 samples + 2 attempts) rows
     model, tok, cfg, _ = load_policy(tiny_run, 1)
     tasks = load_tasks(cfg.tasks.spec, size=16, seed=cfg.tasks.seed, split="test")
     res = generate(model, [tok.encode(t.prompt, add_bos=tok.add_bos) for t in tasks], max_new_tokens=8,

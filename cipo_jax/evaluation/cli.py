@@ -78,7 +78,7 @@ def evaluate_run(run_dir: str | Path, *, step: int | None, tasks_spec: str | Non
     spec = tasks_spec or cfg.tasks.spec
     tasks = load_tasks(spec, size=size, seed=cfg.tasks.seed, split=split)
     settings = {k: v for k, v in settings.items() if v is not None}
-    result = evaluate_policy(model, tokenizer, tasks, settings_from_config(cfg, **settings), pool)
+    result = evaluate_policy(model, tokenizer, tasks, settings_from_config(cfg, **settings), pool, progress=True)
     return {"run_dir": str(run_dir), "step": step, "tasks": spec, "split": split, **result}
 
 
@@ -109,7 +109,7 @@ def evaluate_pretrained(source: str, *, tasks_spec: str, size: int, pool, split:
                 chat=tokenizer.chat_template is not None, temperature=PRETRAINED_DEFAULTS["temperature"],
                 template=CIPOConfig.template, rows_per_call=pretrained_rows(n))
     t0 = time.perf_counter()
-    result = evaluate_policy(model, tokenizer, tasks, EvalSettings(**{**base, **settings}), pool)
+    result = evaluate_policy(model, tokenizer, tasks, EvalSettings(**{**base, **settings}), pool, progress=True)
     return {"checkpoint": source, "step": None, "tasks": tasks_spec, "split": split, **result,
             "time_s": time.perf_counter() - t0}
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from cipo_jax.cipo.correction import is_success
 from cipo_jax.cipo.template import Request
@@ -55,14 +56,15 @@ def settings_from_config(cfg, **overrides) -> EvalSettings:
 
 
 def _sample_texts(model, tokenizer: Tokenizer, requests: list[Request], n: int, temperature: float,
-                  s: EvalSettings, seed: int) -> list[str]:
+                  s: EvalSettings, seed: int, bar: tqdm) -> list[str]:
     """n completions per request, request-major, as text without the stop token."""
     texts: list[str] = []
     per_call = max(1, s.rows_per_call // n)
     for start in range(0, len(requests), per_call):
-        texts += rollout.sample(model, tokenizer, requests[start:start + per_call], n, chat=s.chat,
-                                template=s.template, max_new_tokens=s.max_new_tokens, temperature=temperature,
-                                seed=seed + start).texts
+        chunk = requests[start:start + per_call]
+        texts += rollout.sample(model, tokenizer, chunk, n, chat=s.chat, template=s.template,
+                                max_new_tokens=s.max_new_tokens, temperature=temperature, seed=seed + start).texts
+        bar.update(len(chunk) * n)
     return texts
 
 
@@ -80,23 +82,29 @@ def _feedback(pool, tasks: list[Task], texts: list[str], passed: np.ndarray) -> 
     return out
 
 
-def evaluate_policy(model, tokenizer: Tokenizer, tasks: list[Task], settings: EvalSettings, pool) -> dict[str, Any]:
-    """{"pass_at_k": {k: value}, "self_correction": {...}, "num_problems", "settings"}."""
+def evaluate_policy(model, tokenizer: Tokenizer, tasks: list[Task], settings: EvalSettings, pool, *,
+                    progress: bool = False) -> dict[str, Any]:
+    """{"pass_at_k": {k: value}, "self_correction": {...}, "num_problems", "settings"}; `progress`
+    shows a bar of sampled rows (a real model on a benchmark samples for many minutes)."""
     if not tasks:
         raise ValueError("no tasks to evaluate")
-    s = settings
-    prompts = [Request(t) for t in tasks]
+    with tqdm(total=len(tasks) * (settings.n + settings.rounds), desc="eval", unit="row", disable=not progress,
+              mininterval=10) as bar:
+        return _evaluate(model, tokenizer, tasks, settings, pool, bar)
 
-    samples = _sample_texts(model, tokenizer, prompts, s.n, s.temperature, s, seed=s.seed)
+
+def _evaluate(model, tokenizer: Tokenizer, tasks: list[Task], s: EvalSettings, pool, bar: tqdm) -> dict[str, Any]:
+    prompts = [Request(t) for t in tasks]
+    samples = _sample_texts(model, tokenizer, prompts, s.n, s.temperature, s, seed=s.seed, bar=bar)
     correct_pn = _verify(pool, [t for t in tasks for _ in range(s.n)], samples).reshape(len(tasks), s.n)
 
     t1_temperature = 0.0 if s.first_attempt == "greedy" else s.temperature
-    texts = _sample_texts(model, tokenizer, prompts, 1, t1_temperature, s, seed=s.seed + 1)
+    texts = _sample_texts(model, tokenizer, prompts, 1, t1_temperature, s, seed=s.seed + 1, bar=bar)
     attempts = [_verify(pool, tasks, texts)]
     for r in range(1, s.rounds):  # attempt r + 1 corrects attempt r, with the training template
         feedback = _feedback(pool, tasks, texts, attempts[-1]) if s.feedback else [""] * len(tasks)
         corr_prompts = [Request(t, attempt=x, feedback=f) for t, x, f in zip(tasks, texts, feedback)]
-        texts = _sample_texts(model, tokenizer, corr_prompts, 1, t1_temperature, s, seed=s.seed + 1 + r)
+        texts = _sample_texts(model, tokenizer, corr_prompts, 1, t1_temperature, s, seed=s.seed + 1 + r, bar=bar)
         attempts.append(_verify(pool, tasks, texts))
     t1, t2 = attempts[0], attempts[1]
 
