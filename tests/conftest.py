@@ -35,7 +35,6 @@ def smollm2_tokenizer(smollm2_gguf):
     return load_tokenizer(f"gguf:{smollm2_gguf}")
 
 
-
 # Training runs in this process use a one-device mesh unless the test is marked `mesh8`: most
 # tests check learning, results or faults, not sharding, and 8 device threads on a 2-core machine
 # made a training run about 4x slower. Tests marked mesh8 (tests/test_train_e2e.py, the
