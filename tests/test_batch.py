@@ -10,14 +10,13 @@ from cipo_jax.train.batch import bucket_rows, pack_rows
 @pytest.mark.parametrize("unit", [1, 2, 4, 8, 32])
 def test_row_buckets_fit_divide_and_pad_little(unit):
     sizes = [bucket_rows(n, unit) for n in range(1, 2049)]
+    allowed = sorted({1 << k for k in range(13)} | {3 << k for k in range(12)})  # 1, 2, 3, 4, 6, 8, 12, ...
     for n, size in enumerate(sizes, start=1):
         assert size >= n and size % unit == 0
         units = -(-n // unit)
-        # The smallest of {1, 2, 3, 4, 6, 8, 12, ...} x unit that holds n rows, by enumeration.
-        allowed = sorted({1 << k for k in range(13)} | {3 << k for k in range(12)})
+        # The smallest allowed multiple of unit that holds n rows, by enumeration.
         assert size == unit * next(a for a in allowed if a >= units)
-        if units > 2:
-            assert size < 1.5 * units * unit
+        assert size < 1.5 * units * unit
     assert sizes == sorted(sizes)
     # About two shapes per doubling: 2048 row counts compile at most ~2 log2 shapes.
     assert len(set(sizes)) <= 2 * int(np.log2(2048 / unit)) + 2
