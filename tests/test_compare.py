@@ -17,8 +17,8 @@ import pytest
 
 from cipo_jax.config import load_config
 from cipo_jax.evaluation.compare import (
-    ARMS, arm_overrides, baseline_of, budget_step, cached_evaluate, compare_view, markdown_report, parse_arms,
-    progress_line, run_row, window_mean,
+    ARMS, arm_overrides, baseline_of, budget_step, cached_evaluate, compare_view, link_finished_run, markdown_report,
+    parse_arms, progress_line, run_row, window_mean,
 )
 
 
@@ -223,13 +223,13 @@ def _check_report(report):
         assert row["tokens"] >= report["token_budget"] and row["eval_step"] <= row["step"]
 
 
-def _compare(out: Path, cache: Path) -> subprocess.Popen:
-    """`python -m cipo_jax compare ARGS --out out` in its own process group, on one CPU device,
+def _compare(out: Path, cache: Path, *extra: str) -> subprocess.Popen:
+    """`python -m cipo_jax compare ARGS --out out [extra]` in its own process group, on one CPU device,
     with a persistent compilation cache that later runs and invocations reuse (compiling is most
     of a tiny run's time)."""
     env = {**os.environ, "XLA_FLAGS": "", "JAX_COMPILATION_CACHE_DIR": str(cache),
            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    return subprocess.Popen([sys.executable, "-m", "cipo_jax", *ARGS, "--out", str(out)], env=env, text=True,
+    return subprocess.Popen([sys.executable, "-m", "cipo_jax", *ARGS, "--out", str(out), *extra], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -285,3 +285,19 @@ def test_compare_ablation_recomputes_and_resumes(tmp_path):
     grpo_cfg = (out / "grpo-seed0" / "config.yaml").read_text()
     diff = {a for a, b in zip(cipo_cfg.splitlines(), grpo_cfg.splitlines()) if a != b}
     assert all("C:" in line or "run_dir" in line for line in diff), diff
+
+    # --reuse: another comparison of two of these arms links their runs, trains nothing, and
+    # reads the same final evaluations; a finished run under another config is refused
+    out2 = tmp_path / "cmp2"
+    log = _finish(_compare(out2, cache, "--arms", "grpo,cipo", "--reuse", str(out)))
+    assert not [line for line in log.splitlines() if " seed " in line and " -> " in line]
+    assert sum(": reusing " in line for line in log.splitlines()) == 4
+    assert all((out2 / f"{arm}-seed{s}").resolve() == (out / f"{arm}-seed{s}").resolve()
+               for arm in ("grpo", "cipo") for s in (0, 1))
+    trained = {f: t for f, t in _files(out).items() if "/evals/" not in f}  # at most new cached evaluations
+    assert trained == {f: t for f, t in after.items() if "/evals/" not in f}
+    reused = json.loads((out2 / "compare.json").read_text())["equal_steps"]["per_seed"]
+    assert reused == {arm: report["equal_steps"]["per_seed"][arm] for arm in ("grpo", "cipo")}
+    with pytest.raises(ValueError, match=r"another config: optim\.lr"):
+        link_finished_run("configs/tiny.yaml", [o.replace("lr=1e-2", "lr=5e-3") for o in TINY], "cipo-no-nll", 0, 2,
+                          out / "cipo-no-nll-seed0", tmp_path / "cmp3" / "cipo-no-nll-seed0")

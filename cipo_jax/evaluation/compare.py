@@ -25,13 +25,16 @@ seed, problem and residual variance components measured. Seeds x problems is a c
 
 Resume: a run whose final checkpoint exists is not trained again and every evaluation is cached
 in its run directory (evals/), so a killed comparison rerun with the same --out redoes nothing
-that finished.
+that finished. `--reuse DIR` links the finished runs of another comparison's --out (e.g. the main
+comparison's grpo and cipo seeds into an ablation) when their saved config is the one this
+comparison would train; a different config is an error naming the keys.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from functools import partial
 from pathlib import Path
@@ -66,6 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the config's run.steps)")
     parser.add_argument("--out", default=None,
                         help="output directory (default: runs/compare/<timestamp>); the same --out resumes")
+    parser.add_argument("--reuse", default=None,
+                        help="another compare's --out: its finished runs of the same arm, seed and config are linked, not retrained")
     parser.add_argument("--n", type=int, default=8, help="samples per held-out problem: pass@k for k = 1, 2, 4, ..., n")
     parser.add_argument("--window", type=int, default=5, help="steps averaged for the training reward")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -260,16 +265,57 @@ def eval_cache_path(run_dir: Path, step: int, *, n: int, size: int, seed: int) -
     return run_dir / "evals" / f"step{step}-n{n}-size{size}-seed{seed}.json"
 
 
+def run_config(config: str, overrides: list[str], arm: str, seed: int, run_dir: Path, steps: int):
+    """The resolved config of one (arm, seed) run."""
+    from cipo_jax.config import load_config
+
+    return load_config(config, [*arm_overrides(overrides, arm), f"run.seed={seed}", f"run.run_dir={run_dir}",
+                                f"run.steps={steps}"])
+
+
+def config_differences(expected: dict[str, Any], found: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts, run.run_dir aside (a run's own path)."""
+    keys = sorted(set(expected) | set(found))
+    out = []
+    for key in keys:
+        name, a, b = f"{prefix}{key}", expected.get(key), found.get(key)
+        if name == "run.run_dir":
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_differences(a, b, f"{name}.")
+        elif a != b:
+            out.append(f"{name} ({b!r} there, {a!r} here)")
+    return out
+
+
+def link_finished_run(config: str, overrides: list[str], arm: str, seed: int, steps: int, source: Path,
+                      run_dir: Path) -> bool:
+    """Link `source` (another comparison's run of this arm and seed) as `run_dir` when it reached
+    `steps` with the config this comparison would train; whether it was linked. A finished run
+    with another config raises instead of being mixed into the report."""
+    from cipo_jax.config import load_config
+    from cipo_jax.configlib import to_dict
+    from cipo_jax.train.runs import checkpoint_steps
+
+    if run_dir.exists() or steps not in checkpoint_steps(source):
+        return False
+    expected = to_dict(run_config(config, overrides, arm, seed, run_dir, steps))
+    differences = config_differences(expected, to_dict(load_config(source / "config.yaml")))
+    if differences:
+        raise ValueError(f"compare --reuse: {source} was trained with another config: {'; '.join(differences)}")
+    run_dir.symlink_to(os.path.relpath(source.resolve(), run_dir.parent.resolve()), target_is_directory=True)
+    print(f"[compare] {arm} seed {seed}: reusing {source}", flush=True)
+    return True
+
+
 def train_run(config: str, overrides: list[str], arm: str, seed: int, run_dir: Path, steps: int,
               progress: bool) -> bool:
     """Train one (arm, seed) to `steps` unless its final checkpoint exists; whether it trained."""
-    from cipo_jax.config import load_config
     from cipo_jax.train.runs import checkpoint_steps, launch
 
     if steps in checkpoint_steps(run_dir):
         return False
-    cfg = load_config(config, [*arm_overrides(overrides, arm), f"run.seed={seed}", f"run.run_dir={run_dir}",
-                               f"run.steps={steps}"])
+    cfg = run_config(config, overrides, arm, seed, run_dir, steps)
     print(f"[compare] {arm} seed {seed} -> {run_dir}", flush=True)
     launch(cfg, progress_bar=progress)
     return True
@@ -319,6 +365,9 @@ def main(args: argparse.Namespace) -> int:
         for seed in range(args.seeds):
             for arm in arms:
                 run_dir = run_dir_of(out, arm, seed)
+                if args.reuse:
+                    link_finished_run(args.config, args.overrides, arm, seed, steps,
+                                      run_dir_of(Path(args.reuse), arm, seed), run_dir)
                 if arm != arms[0]:
                     share_warm_start(run_dir_of(out, arms[0], seed), run_dir)
                 trained = train_run(args.config, args.overrides, arm, seed, run_dir, steps, not args.no_progress)
