@@ -28,15 +28,19 @@ test-fast: $(STAMP)
 	$(PYTHON) -m pytest -q -m "not slow" tests
 
 # The comparison report of docs/results.md: main comparison, ablations (reusing the main runs'
-# grpo and cipo seeds 0-2), harder setting; then its tables, rows and plots into docs/results/.
+# grpo and cipo seeds 0-2; then the same runs paired against cipo instead of grpo), harder
+# setting; then its tables, rows and plots into docs/results/.
 RESULTS ?= runs/results
+comma := ,
 ABLATION_ARMS := grpo,cipo,cipo-no-nll,cipo-no-pg,cipo-no-risk,cipo-fixed-rho,cipo-uniform
 results: $(STAMP)
 	$(PYTHON) -m cipo_jax compare --config configs/compare.yaml --arms grpo,cipo --seeds 5 --n 32 --out $(RESULTS)/main
 	$(PYTHON) -m cipo_jax compare --config configs/compare.yaml --arms $(ABLATION_ARMS) --seeds 3 --n 32 \
 		--reuse $(RESULTS)/main --out $(RESULTS)/ablations
+	$(PYTHON) -m cipo_jax compare --config configs/compare.yaml --arms $(subst grpo$(comma),,$(ABLATION_ARMS)) --seeds 3 \
+		--n 32 --reuse $(RESULTS)/ablations --out $(RESULTS)/ablations_vs_cipo
 	$(PYTHON) -m cipo_jax compare --config configs/compare_hard.yaml --arms grpo,cipo --seeds 3 --n 32 --out $(RESULTS)/hard
-	for s in main ablations hard; do for f in json md png; do cp $(RESULTS)/$$s/compare.$$f docs/results/compare_$$s.$$f; done; done
+	for s in main ablations ablations_vs_cipo hard; do for f in json md png; do cp $(RESULTS)/$$s/compare.$$f docs/results/compare_$$s.$$f; done; done
 
 clean:
 	rm -rf $(VENV) .jax_cache
