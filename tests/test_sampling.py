@@ -13,6 +13,7 @@ from scipy import stats
 from cipo_jax.config import MeshConfig
 from cipo_jax.models import init_model, tiny_config
 from cipo_jax.sampling import compile_count, generate
+from cipo_jax.sampling.filters import first_argmax, sample_tokens
 from cipo_jax.sharding import make_mesh, shard_model
 
 LENGTHS = (3, 9, 1, 14, 6)
@@ -97,6 +98,26 @@ def numpy_filtered_probs(logits, temperature, top_k, top_p):
             break
     q = p * nucleus
     return q / q.sum()
+
+
+def test_first_argmax_and_draw_match_jax_reference():
+    """The sampler's two-reduction argmax is jnp.argmax (ties, -inf rows, NaN), and a sampled
+    token is the one jax.random.categorical draws from the same key, with log_softmax's logprob."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(-3, 3, size=(64, 50)).astype(np.float32)  # many ties
+    x[1] = -np.inf
+    x[2, [7, 30]] = np.nan
+    x[3, 40:] = np.inf
+    assert np.array_equal(first_argmax(jnp.asarray(x)), np.argmax(x, axis=-1))
+    logits = jnp.asarray(rng.normal(size=(16, 300)).astype(np.float32) * 3)
+    for seed in range(5):
+        key = jax.random.key(seed)
+        for temperature in (0.0, 0.7, 1.0):
+            token, logp = sample_tokens(logits, key, jnp.float32(temperature), jnp.int32(0), jnp.float32(1.0))
+            scaled = logits / (temperature or 1.0)
+            want = jnp.argmax(logits, -1) if temperature == 0 else jax.random.categorical(key, scaled, axis=-1)
+            assert np.array_equal(token, want)
+            np.testing.assert_allclose(logp, jax.nn.log_softmax(scaled, -1)[jnp.arange(16), want], rtol=0, atol=1e-5)
 
 
 def test_first_token_distribution_chi_square(model, prompts):
