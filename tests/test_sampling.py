@@ -110,10 +110,11 @@ def test_first_argmax_and_draw_match_jax_reference():
     x[3, 40:] = np.inf
     assert np.array_equal(first_argmax(jnp.asarray(x)), np.argmax(x, axis=-1))
     logits = jnp.asarray(rng.normal(size=(16, 300)).astype(np.float32) * 3)
+    draw = jax.jit(sample_tokens)  # one compile: the knobs are traced
     for seed in range(5):
         key = jax.random.key(seed)
         for temperature in (0.0, 0.7, 1.0):
-            token, logp = sample_tokens(logits, key, jnp.float32(temperature), jnp.int32(0), jnp.float32(1.0))
+            token, logp = draw(logits, key, jnp.float32(temperature), jnp.int32(0), jnp.float32(1.0))
             scaled = logits / (temperature or 1.0)
             want = jnp.argmax(logits, -1) if temperature == 0 else jax.random.categorical(key, scaled, axis=-1)
             assert np.array_equal(token, want)
