@@ -20,7 +20,7 @@ from flax import nnx
 from jaxtyping import Array, Bool, Float, Int
 
 from cipo_jax.models.config import DecoderConfig
-from cipo_jax.models.layers import apply_rope, attention, rms_norm, rope_inv_freq, swiglu
+from cipo_jax.models.layers import apply_rope, attention, rms_norm, rope_inv_freq, select_positions, swiglu
 from cipo_jax.sharding import constrain
 
 _INIT_STD = 0.02  # transformers' initializer_range
@@ -201,7 +201,7 @@ class Decoder(nnx.Module):
                 new_v.append(v)
 
         if logits_at is not None:
-            x = jnp.take_along_axis(x, logits_at[:, :, None], axis=1)  # [B, P, E]
+            x = select_positions(x, logits_at)  # [B, P, E]
         h = rms_norm(x, self.final_norm[...], c.rms_norm_eps)
         if c.tie_embeddings:
             logits = jnp.einsum("bte,ve->btv", h, self.embed[...].astype(dtype), preferred_element_type=jnp.float32)

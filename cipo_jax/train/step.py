@@ -101,18 +101,22 @@ def policy_logprobs(graphdef: nnx.GraphDef, params: nnx.State, rest: nnx.State, 
     scale = 1.0 if temperature in (0.0, 1.0) else 1.0 / temperature
     if completion_width is None:
         return token_logprobs(model(tokens) * scale, tokens)
-    N, T = tokens.shape
+    T = tokens.shape[1]
     targets_nw = jnp.maximum(window_start, 1)[:, None] + jnp.arange(completion_width)  # token positions
     valid_nw = targets_nw < T
     targets_nw = jnp.minimum(targets_nw, T - 1)
     logits_nwv = model(tokens, logits_at=targets_nw - 1) * scale
     # token_logprobs scores token column t from logits column t-1: shift the targets one right.
-    window_tokens = jnp.take_along_axis(tokens, targets_nw, axis=1)
+    # (Selected by a masked sum, like every selection here: no gather for the partitioner.)
+    at_nwt = targets_nw[:, :, None] == jnp.arange(T)
+    window_tokens = jnp.sum(jnp.where(at_nwt, tokens[:, None, :], 0), axis=-1)
     logp, entropy = token_logprobs(jnp.pad(logits_nwv, ((0, 0), (0, 1), (0, 0))),
                                    jnp.pad(window_tokens, ((0, 0), (1, 0))))
-    rows = jnp.arange(N)[:, None]
-    # Scatter-add (not set): clipped positions past the row end add exactly 0 and take no gradient.
-    place = lambda x: jnp.zeros((N, T), x.dtype).at[rows, targets_nw].add(jnp.where(valid_nw, x[:, 1:], 0.0))  # noqa: E731
+    # Back to [N, T] by the transposed one-hot matmul of `select_positions` (no scatter to
+    # partition); clipped positions past the row end add exactly 0 and take no gradient.
+    one_hot = at_nwt.astype(logp.dtype)
+    place = lambda x: jnp.einsum("nwt,nw->nt", one_hot, jnp.where(valid_nw, x[:, 1:], 0.0),  # noqa: E731
+                                 precision=jax.lax.Precision.HIGHEST)
     return place(logp), place(entropy)
 
 

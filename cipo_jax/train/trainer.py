@@ -161,8 +161,11 @@ class Trainer:
         self.ref_params = None
         self.progress = Progress(replay=ReplayState.initial(cfg))
         self.ckpt = Checkpointer(self.run_dir / "checkpoints", keep=cfg.run.keep_checkpoints)
+        # Completions never exceed sampling.max_new_tokens: the output layer scores that window
+        # of each row only (prompt positions are in no loss term; `_pack` checks the bound).
         self._update = step_lib.make_update(self.graphdef, self.rest, self.tx, loss_cfg=self.loss_cfg,
-                                            temperature=cfg.sampling.temperature)
+                                            temperature=cfg.sampling.temperature,
+                                            completion_width=cfg.sampling.max_new_tokens)
         self._logp = step_lib.make_logprobs(self.graphdef, self.rest, cfg.sampling.temperature)
 
     # ------------------------------------------------------------------------- checkpoints
@@ -231,6 +234,10 @@ class Trainer:
 
         Call before this step's first update: the current parameters are then pi_old's.
         """
+        longest = max(len(r.completion) for r in rows)
+        if longest > self.cfg.sampling.max_new_tokens:
+            raise ValueError(f"a completion of {longest} tokens exceeds sampling.max_new_tokens="
+                             f"{self.cfg.sampling.max_new_tokens}, the update's scoring window")
         unit = accum * self.shards
         packed = pack_rows(rows, num_rows=bucket_rows(len(rows), unit),
                            max_len=self.model.config.max_position_embeddings)
@@ -309,6 +316,9 @@ class Trainer:
         out = dict(ro.metrics)
         out.update(sums)
         out["time_update"] = time.perf_counter() - t_update
+        # Positions the update runs forward and backward (padding excluded): a correction row's
+        # prompt quotes the attempt, so CIPO trains more tokens than it generates.
+        out["trained_tokens"] = float(sum(len(r.prompt) + len(r.completion) for r in rows))
         out["skipped_updates"] = float(skipped)
         for status, count in ro.statuses.items():
             out[f"verify_{status}"] = float(count)
