@@ -4,7 +4,8 @@ GRPOTrainer at the same shape when an interpreter with `trl` is given (requireme
 
 TRL runs first, in its own process (`bench/trl_grpo.py`), then ours in this one. Reported: mean
 seconds per step after the warm-up steps, our GRPO step over TRL's, CIPO's step time over
-GRPO's divided by its generated-token ratio (its overhead beyond the extra tokens), and the
+GRPO's divided by its generated-token ratio (its overhead beyond the extra tokens; also with the
+update priced by trained tokens, `bench.step.cipo_overhead`), and the
 compile count and seconds after warm-up (a count that grows means a recompiling step).
 """
 
@@ -43,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
             results["trl"] = _run_trl(args, cfg, tmp)
             print(f"TRL GRPOTrainer: {results['trl']['step_s']:.1f} s/step (steps: "
                   f"{', '.join(f'{t:.1f}' for t in results['trl']['all_steps'])})", flush=True)
-        from cipo_jax.bench.step import MEASURED, PHASES, measure
+        from cipo_jax.bench.step import MEASURED, PHASES, cipo_overhead, measure, overhead_line
 
         for arm in [a for a in args.arms.split(",") if a]:
             print(f"measuring our {arm} ({args.warmup} warm-up + {args.steps} steps)...", flush=True)
@@ -57,11 +58,9 @@ def main(args: argparse.Namespace) -> int:
         results["grpo_over_trl"] = results["grpo"]["step_time_net"] / results["trl"]["step_s"]
         print(f"\nour GRPO step / TRL GRPOTrainer step: {results['grpo_over_trl']:.2f}x")
     if "grpo" in results and "cipo" in results:
-        g, c = results["grpo"], results["cipo"]
-        time_ratio, token_ratio = c["step_time_net"] / g["step_time_net"], c["tokens"] / g["tokens"]
-        results["cipo_overhead"] = time_ratio / token_ratio
-        print(f"CIPO/GRPO step time {time_ratio:.2f}x for {token_ratio:.2f}x the generated tokens: "
-              f"{results['cipo_overhead']:.2f}x beyond the extra tokens")
+        ratios = cipo_overhead(results["grpo"], results["cipo"])
+        results["cipo_overhead"], results["cipo_ratios"] = ratios["overhead"], ratios
+        print(overhead_line(ratios))
     print(f"load average {os.getloadavg()[0]:.1f} at end")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
