@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cipo_jax.cipo.step import Row
-from cipo_jax.train.batch import bucket_rows, pack_rows
+from cipo_jax.train.batch import bucket_rows, check_completion_window, pack_rows
 
 
 @pytest.mark.parametrize("unit", [1, 2, 4, 8, 32])
@@ -31,3 +31,10 @@ def test_pack_rows_pads_to_the_bucket_with_rows_outside_every_term():
     assert not packed["nll_weight"][5:].any() and not packed["advantages"][5:].any()
     with pytest.raises(ValueError, match="do not fit"):
         pack_rows(rows, num_rows=4)
+
+
+def test_a_completion_past_the_scoring_window_is_an_error():
+    rows = [Row(prompt=[1], completion=[2] * n, logprobs=[-0.1] * n) for n in (3, 6)]
+    check_completion_window(rows, 6)  # fits exactly
+    with pytest.raises(ValueError, match="completion of 6 tokens exceeds the update's scoring window of 5"):
+        check_completion_window(rows, 5)

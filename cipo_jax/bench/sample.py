@@ -176,8 +176,8 @@ def main(args: argparse.Namespace) -> int:
                   f"b{b} {first[str(b)]['compile_s']:.1f}" for b in batches))
     print(f"load average {os.getloadavg()[0]:.1f} at end")
     if args.json:
-        Path(args.json).write_text(json.dumps({"cpu": cpu_description(), "read_bw": read_bw, "peak_flops": peak_flops, "batches": table,
-                                               "runs": runs}, indent=1))
+        Path(args.json).write_text(json.dumps({"cpu": cpu_description(), "read_bw": read_bw, "peak_flops": peak_flops,
+                                               "batches": table, "runs": runs}, indent=1))
     return 0
 
 

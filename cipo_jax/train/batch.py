@@ -27,6 +27,15 @@ def bucket_rows(n: int, unit: int) -> int:
     return unit * (power * 3 // 4 if power >= 4 and power * 3 // 4 >= units else power)
 
 
+def check_completion_window(rows: list[Row], width: int) -> None:
+    """The update scores `width` positions from each row's first counted token (`make_update`'s
+    completion_width): a longer completion would lose its tail from every loss term silently."""
+    longest = max((len(r.completion) for r in rows), default=0)
+    if longest > width:
+        raise ValueError(f"a completion of {longest} tokens exceeds the update's scoring window of {width} "
+                         f"(sampling.max_new_tokens)")
+
+
 def pack_rows(rows: list[Row], *, row_multiple: int = 1, len_multiple: int = 32,
               max_len: int | None = None, num_rows: int | None = None) -> dict[str, np.ndarray]:
     """Padded numpy arrays for `rows`; padding rows have all-zero masks and weights. Rows are

@@ -32,7 +32,7 @@ from cipo_jax.data.load import load_tasks
 from cipo_jax.data.tasks import Task
 from cipo_jax.sharding import batch_shards, make_mesh, shard_model
 from cipo_jax.train import step as step_lib
-from cipo_jax.train.batch import bucket_rows, pack_rows
+from cipo_jax.train.batch import bucket_rows, check_completion_window, pack_rows
 from cipo_jax.train.checkpoint import Checkpointer, abstract_like
 from cipo_jax.train.metrics import MetricsWriter, clean_value, truncate_metrics
 from cipo_jax.train.policy import build_model, build_tokenizer, checkpoint_tree, rl_optimizer
@@ -234,10 +234,7 @@ class Trainer:
 
         Call before this step's first update: the current parameters are then pi_old's.
         """
-        longest = max(len(r.completion) for r in rows)
-        if longest > self.cfg.sampling.max_new_tokens:
-            raise ValueError(f"a completion of {longest} tokens exceeds sampling.max_new_tokens="
-                             f"{self.cfg.sampling.max_new_tokens}, the update's scoring window")
+        check_completion_window(rows, self.cfg.sampling.max_new_tokens)
         unit = accum * self.shards
         packed = pack_rows(rows, num_rows=bucket_rows(len(rows), unit),
                            max_len=self.model.config.max_position_embeddings)
