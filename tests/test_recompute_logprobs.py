@@ -16,7 +16,7 @@ import pytest
 from cipo_jax.cipo.step import Row
 from cipo_jax.config import ConfigError, load_config, save_config
 from cipo_jax.sampling import generate
-from cipo_jax.train.trainer import GAP_METRICS, Trainer, logprob_gap_metrics, recomputed_old_logp
+from cipo_jax.train.trainer import GAP_METRICS, Trainer, logprob_gap_metrics, recomputed_old_logp, task_stream
 
 SMALL = Path(__file__).with_name("small.yaml")
 
@@ -97,6 +97,29 @@ def test_bf16_rollout_weights_gap_is_small_and_recompute_removes_it(trainers):
     off, _ = _update(trainer, rows, recompute=False)
     assert 0.0 < on["logprob_gap_mean"] <= on["logprob_gap_max"] < 0.05
     assert on["kl"] == 0.0 and off["kl"] > 0.0
+
+
+def test_rollout_worker_hands_the_weight_dtype_to_the_sampler(trainers, monkeypatch):
+    from cipo_jax.cipo.correction import ReplayState
+    from cipo_jax.train import rollout
+    from cipo_jax.verifiers import VerifierPool
+
+    trainer, seen = trainers("float32"), []
+    real = rollout.generate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["weight_dtype"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rollout, "generate", spy)
+    tasks = task_stream(trainer.tasks, 0, 0, 2)
+    with VerifierPool(workers=1) as pool:
+        for dtype, handed in (("float32", None), ("bfloat16", "bfloat16")):
+            cfg = dataclasses.replace(trainer.cfg, sampling=dataclasses.replace(trainer.cfg.sampling, weight_dtype=dtype))
+            seen.clear()
+            rollout.RolloutWorker(cfg, trainer.tokenizer, pool).collect(
+                trainer.current_model(), tasks, step_seed=1, replay=ReplayState.initial(cfg))
+            assert seen and set(seen) == {handed}  # float32: the weights as the model holds them
 
 
 def test_recomputed_old_logp_replaces_counted_tokens_only():

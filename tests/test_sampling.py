@@ -204,12 +204,14 @@ def test_n_samples_share_prompt_greedy(model, prompts):
     assert four.tokens == [t for t in one.tokens for _ in range(4)]
 
 
-def test_mesh_2x2x2_matches_single_device(prompts):
+@pytest.mark.parametrize("weight_dtype", [None, "bfloat16"])
+def test_mesh_2x2x2_matches_single_device(prompts, weight_dtype):
     assert len(jax.devices()) == 8
-    single = generate(init_model(tiny_config(), seed=0), prompts, max_new_tokens=12, temperature=0.0, n=2)
+    args = dict(max_new_tokens=12, temperature=0.0, n=2, weight_dtype=weight_dtype)
+    single = generate(init_model(tiny_config(), seed=0), prompts, **args)
     mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
     sharded_model = shard_model(init_model(tiny_config(), seed=0), mesh)
-    sharded = generate(sharded_model, prompts, max_new_tokens=12, temperature=0.0, n=2, mesh=mesh)
+    sharded = generate(sharded_model, prompts, mesh=mesh, **args)
     assert sharded.tokens == single.tokens
     np.testing.assert_allclose(np.concatenate(sharded.logprobs), np.concatenate(single.logprobs), atol=1e-5)
 
