@@ -108,8 +108,11 @@ def test_bf16_weights_logprobs_within_rounding_of_teacher_forced(model, prompts)
         np.abs(np.asarray(lp) - teacher_forced_logprobs(model, prompts[row // 2], tokens, 1.0))
         for row, (tokens, lp) in enumerate(zip(out.tokens, out.logprobs))])
     assert 0 < gaps.max() < 0.02
-    with pytest.raises(ValueError, match="weight_dtype"):
-        generate(model, prompts, max_new_tokens=4, weight_dtype="int8")
+    for bad in ("int8", "no-such-dtype"):
+        with pytest.raises(ValueError, match="weight_dtype"):
+            generate(model, prompts, max_new_tokens=4, weight_dtype=bad)
+    same = generate(model, prompts, max_new_tokens=4, temperature=0.0, weight_dtype="float32")
+    assert same.logprobs == generate(model, prompts, max_new_tokens=4, temperature=0.0).logprobs
 
 
 def test_first_argmax_and_draw_match_jax_reference():

@@ -221,7 +221,8 @@ def generate(
     `cipo_jax.sharding.BATCH_AXES` and the model should be placed by `cipo_jax.sharding.shard_model`.
     `weight_dtype` (e.g. "bfloat16"): the matmul and output-layer weights are copied to it once per
     call and multiplied with float32 accumulation (fewer bytes per decode step; logprobs then
-    differ from a float32 forward's by the rounding, docs/performance.md).
+    differ from a float32 forward's by the rounding, docs/performance.md); "float32", the
+    parameters' own dtype, is the same as None.
     """
     config = model.config
     if n < 1:
@@ -232,8 +233,7 @@ def generate(
         raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1] or None, got {top_p}")
-    if weight_dtype is not None and not jnp.issubdtype(jnp.dtype(weight_dtype), jnp.floating):
-        raise ValueError(f"weight_dtype must be a floating dtype such as 'bfloat16', got {weight_dtype!r}")
+    weight_dtype = _weight_dtype(weight_dtype)
     max_len = config.max_position_embeddings if max_len is None else max_len
     prompts = check_prompts(
         prompts, max_new_tokens=max_new_tokens, max_len=max_len, vocab_size=config.vocab_size, truncate=truncate_prompts
@@ -265,6 +265,19 @@ def generate(
         )
         state = _decode(graphdef, weights, copies, state, params, mesh=mesh)
     return _to_host(state, batch.num_prompts * n, n, set(int(t) for t in stop_tokens))
+
+
+def _weight_dtype(name: Optional[str]) -> Optional[str]:
+    """The narrower dtype asked for, or None: parameters are float32, so "float32" asks for nothing."""
+    if name is None:
+        return None
+    try:
+        dtype = jnp.dtype(name)
+    except TypeError:
+        dtype = None
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"weight_dtype must be a floating dtype such as 'bfloat16', got {name!r}")
+    return None if dtype == jnp.float32 else dtype.name
 
 
 def _on_cpu(weights) -> bool:

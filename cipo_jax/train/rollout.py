@@ -89,8 +89,7 @@ class RolloutWorker:
             return timed("time_sample", lambda: sample(
                 model, self.tokenizer, requests, n, chat=cfg.tasks.chat, template=cfg.cipo.template,
                 max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
-                seed=step_seed + seed_offset, mesh=self.mesh,
-                weight_dtype=None if s.weight_dtype == "float32" else s.weight_dtype))
+                seed=step_seed + seed_offset, mesh=self.mesh, weight_dtype=s.weight_dtype))
 
         def score_fn(batch: list[Task], texts: list[str]) -> tuple[np.ndarray, list[str]]:
             timings["verify_items"] += len(texts)
