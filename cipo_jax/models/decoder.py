@@ -53,6 +53,11 @@ class KVCache:
 MATMUL_WEIGHTS = ("q", "k", "v", "o", "gate", "up", "down")
 
 
+def _in_compute_dtype(weight: jax.Array, dtype: jnp.dtype) -> jax.Array:
+    """`weight` cast to the compute dtype, unless it was handed over narrower (bf16 rollout copies)."""
+    return weight if weight.dtype.itemsize < dtype.itemsize else weight.astype(dtype)
+
+
 def _param(value: jax.Array, *axes: Optional[str]) -> nnx.Param:
     return nnx.Param(value, logical_axes=axes)
 
@@ -110,9 +115,8 @@ def _layer(
     dtype = jnp.dtype(c.dtype)
     b, t, e = x.shape
 
-    def w(name):  # a weight handed over narrower than the compute dtype (bf16 rollouts) stays so
-        weight = p[name]
-        return weight if weight.dtype.itemsize < dtype.itemsize else weight.astype(dtype)
+    def w(name):
+        return _in_compute_dtype(p[name], dtype)
 
     def project(h, name):  # [B, T, E] @ [E, N, D] as one plain matmul (a reshape, no transpose)
         weight = w(name)
@@ -219,8 +223,7 @@ class Decoder(nnx.Module):
         if logits_at is not None:
             x = select_positions(x, logits_at)  # [B, P, E]
         h = rms_norm(x, self.final_norm[...], c.rms_norm_eps)
-        head = self.head_weight() if head_weight is None else head_weight
-        head = head if head.dtype.itemsize < dtype.itemsize else head.astype(dtype)
+        head = _in_compute_dtype(self.head_weight() if head_weight is None else head_weight, dtype)
         spec = "bte,ve->btv" if c.tie_embeddings else "bte,ev->btv"
         logits = jnp.einsum(spec, h.astype(head.dtype), head, preferred_element_type=jnp.float32)
         logits = constrain(logits, ("act_batch", "act_len", "act_vocab"))
